@@ -1,0 +1,170 @@
+"""The composition root: builds the store, registry, snapshot and both HTTP apps, starts
+their listeners, and stops everything in reverse order.
+
+Nothing else in the package wires parts together; tests use `MetadataService` with
+`:0` ports and read the bound addresses back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from metadata_server.admin_token import ensure_server_token
+from metadata_server.config import ListenAddress, Settings
+from metadata_server.documents import DocumentOptions
+from metadata_server.http.admin import make_admin_app
+from metadata_server.http.guest import make_guest_app
+from metadata_server.http.keys import IDENTITY, REGISTRY, SETTINGS, SNAPSHOT
+from metadata_server.identity import IdentityPolicy, IdentityResolver, NeighbourLookup
+from metadata_server.netlink import NetlinkNeighbours
+from metadata_server.registry import Registry
+from metadata_server.snapshot import GuestSnapshot
+from metadata_server.store import Store, open_store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BoundAddress:
+    host: str | None
+    port: int | None
+    unix_path: str | None = None
+
+    @property
+    def url(self) -> str:
+        if self.unix_path is not None:
+            return f"unix:{self.unix_path}"
+        host = f"[{self.host}]" if self.host and ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+async def _start_site(runner: web.AppRunner, listen: ListenAddress) -> web.BaseSite:
+    site: web.BaseSite
+    if listen.unix_path is not None:
+        if os.path.exists(listen.unix_path):
+            os.unlink(listen.unix_path)  # a socket left by a killed server
+        site = web.UnixSite(runner, listen.unix_path)
+    else:
+        site = web.TCPSite(runner, listen.host, listen.port, reuse_address=True)
+    await site.start()
+    if listen.unix_path is not None:
+        os.chmod(listen.unix_path, 0o600)
+    return site
+
+
+def _bound(site: web.BaseSite, listen: ListenAddress) -> BoundAddress:
+    if listen.unix_path is not None:
+        return BoundAddress(None, None, listen.unix_path)
+    server = site._server  # aiohttp keeps the asyncio server here
+    assert server is not None
+    sockets = getattr(server, "sockets", None) or []
+    host, port = sockets[0].getsockname()[:2]
+    return BoundAddress(host, port)
+
+
+class MetadataService:
+    """Everything `metadata-server serve` runs, as one object with start() and stop()."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        neighbours: NeighbourLookup | None = None,
+        clock: Callable[[], float] = time.time,
+        random_bytes: Callable[[int], bytes] = secrets.token_bytes,
+    ) -> None:
+        self.settings = settings
+        self._neighbours_override = neighbours
+        self._clock = clock
+        self._random_bytes = random_bytes
+        self._runners: list[web.AppRunner] = []
+        self._netlink: NetlinkNeighbours | None = None
+        self.store: Store = open_store(settings.db)
+        self.registry: Registry | None = None
+        self.snapshot = GuestSnapshot(
+            DocumentOptions(
+                default_domain=settings.domain,
+                public_url=settings.public_url,
+                serve_secrets_once=settings.guest.serve_secrets_once,
+            )
+        )
+        self.admin_token = ""
+        self.guest_addresses: list[BoundAddress] = []
+        self.admin_address: BoundAddress | None = None
+
+    async def start(self) -> None:
+        self.admin_token = ensure_server_token(self.settings)
+        await self.store.open()
+        try:
+            await self._start_parts()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start_parts(self) -> None:
+        settings = self.settings
+        self.registry = Registry(
+            self.store,
+            clock=self._clock,
+            random_bytes=self._random_bytes,
+            password_rounds=settings.password_rounds,
+        )
+        self.snapshot.load(await self.store.list())
+        self.store.subscribe(self.snapshot.apply)
+
+        neighbours = self._neighbours_override
+        if neighbours is None and settings.guest.verify_neighbour != "never":
+            self._netlink = NetlinkNeighbours()
+            await self._netlink.start()
+            neighbours = self._netlink
+        identity = IdentityResolver(
+            self.snapshot,
+            IdentityPolicy(
+                trusted_proxies=settings.guest.trust_proxy,
+                verify=settings.guest.verify_neighbour,
+            ),
+            neighbours,
+        )
+
+        guest_app = make_guest_app()
+        admin_app = make_admin_app(self.admin_token)
+        for app in (guest_app, admin_app):
+            app[REGISTRY] = self.registry
+            app[SNAPSHOT] = self.snapshot
+            app[IDENTITY] = identity
+            app[SETTINGS] = settings
+
+        guest_runner = web.AppRunner(guest_app, access_log=None, shutdown_timeout=2.0)
+        await guest_runner.setup()
+        self._runners.append(guest_runner)
+        for listen in settings.guest.listen:
+            site = await _start_site(guest_runner, listen)
+            self.guest_addresses.append(_bound(site, listen))
+
+        admin_runner = web.AppRunner(admin_app, shutdown_timeout=2.0)
+        await admin_runner.setup()
+        self._runners.append(admin_runner)
+        site = await _start_site(admin_runner, settings.admin.listen)
+        self.admin_address = _bound(site, settings.admin.listen)
+        log.info(
+            "serving %d guests; guest API on %s; admin API on %s",
+            len(self.snapshot),
+            ", ".join(address.url for address in self.guest_addresses),
+            self.admin_address.url,
+        )
+
+    async def stop(self) -> None:
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        self._runners.clear()
+        if self._netlink is not None:
+            await self._netlink.stop()
+            self._netlink = None
+        await self.store.close()

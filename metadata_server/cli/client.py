@@ -1,0 +1,100 @@
+"""A small client for the admin API, over TCP or a unix socket, for the CLI commands.
+
+Turns transport failures and error responses into `CommandError` with one clear line
+(and, for a bulk import, the bad rows), so the CLI never prints a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+DEFAULT_TIMEOUT = 30.0
+
+
+class CommandError(Exception):
+    """What the CLI prints on stderr before exiting 1."""
+
+    def __init__(self, message: str, details: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any
+
+
+class AdminClient:
+    def __init__(self, url: str, token: str) -> None:
+        self.url = url
+        self.token = token
+        if url.startswith("unix:"):
+            self._base = "http://localhost"
+            self._unix: str | None = url.removeprefix("unix:")
+        else:
+            self._base = url.rstrip("/")
+            self._unix = None
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        data: bytes | None = None,
+        content_type: str | None = None,
+        params: dict[str, str] | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> Reply:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        connector = aiohttp.UnixConnector(path=self._unix) if self._unix else None
+        try:
+            async with (
+                aiohttp.ClientSession(
+                    connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)
+                ) as session,
+                session.request(
+                    method,
+                    self._base + path,
+                    json=json_body,
+                    data=data,
+                    params=params,
+                    headers=headers,
+                ) as response,
+            ):
+                raw = await response.read()
+                status = response.status
+        except aiohttp.ClientConnectionError as exc:
+            raise CommandError(f"cannot reach the admin API at {self.url}: {exc}") from None
+        except TimeoutError:
+            raise CommandError(
+                f"the admin API at {self.url} did not answer in {timeout:g} s"
+            ) from None
+        body: Any = None
+        if raw:
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = raw.decode("utf-8", "replace")
+        if status >= 400:
+            raise _error_from(status, body)
+        return Reply(status, body)
+
+
+def _error_from(status: int, body: Any) -> CommandError:
+    if isinstance(body, dict) and "detail" in body:
+        where = f" ({body['field']})" if body.get("field") else ""
+        rows = [
+            f"row {row['index']}: {row.get('field') or '-'}: {row['reason']}"
+            for row in body.get("rows", [])
+        ]
+        return CommandError(f"{body['detail']}{where} [HTTP {status}]", rows)
+    return CommandError(f"the admin API answered HTTP {status}")

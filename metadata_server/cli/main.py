@@ -1,0 +1,78 @@
+"""Argument parsing and dispatch for the `metadata-server` command.
+
+Every command exits 0 on success, 1 with one clear line on stderr on failure, and 2 on a
+usage error (argparse's own convention).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from metadata_server import __version__
+from metadata_server.cli import serve, vm
+from metadata_server.cli.client import CommandError
+from metadata_server.config import Settings, build_settings
+from metadata_server.errors import MetadataError
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="TOML configuration file")
+    parser.add_argument("--admin-token-file", help="file holding the admin bearer token")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="metadata-server",
+        description="First-boot configuration for Xen guests: registry, guest API, admin API.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("serve", help="run the service")
+    _add_common(p)
+    serve.add_arguments(p)
+    p.set_defaults(handler=serve.run)
+
+    p = commands.add_parser("vm", help="manage guests through the admin API")
+    vm_commands = p.add_subparsers(dest="vm_command", required=True, metavar="ACTION")
+    vm.add_parsers(vm_commands, _add_common)
+    return parser
+
+
+def settings_from(
+    args: argparse.Namespace, flags: dict[str, Any], *, demo: bool = False
+) -> Settings:
+    flags = dict(flags)
+    if getattr(args, "admin_token_file", None):
+        flags["admin.token_file"] = args.admin_token_file
+    return build_settings(config_file=args.config, env=os.environ, flags=flags, demo=demo)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.handler(args, settings_from)
+        return result
+    except CommandError as exc:
+        print(f"metadata-server: {exc.message}", file=sys.stderr)
+        for line in exc.details:
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    except MetadataError as exc:
+        print(f"metadata-server: {exc.detail}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def run_async(coro: Any) -> Any:
+    logging.getLogger("asyncio").setLevel(logging.WARNING)
+    return asyncio.run(coro)

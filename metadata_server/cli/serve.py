@@ -1,0 +1,95 @@
+"""`metadata-server serve`: run the service until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from metadata_server.app import MetadataService
+from metadata_server.config import Settings
+from metadata_server.demo import demo_instructions, ensure_demo_guest
+from metadata_server.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", help="registry: SQLite path")
+    p.add_argument("--guest-listen", action="append", help="guest API HOST:PORT (repeatable)")
+    p.add_argument("--admin-listen", help="admin API HOST:PORT or unix:/path")
+    p.add_argument("--trust-proxy", action="append", help="CIDR whose X-Forwarded-For counts")
+    p.add_argument("--verify-neighbour", choices=("auto", "always", "never"))
+    p.add_argument(
+        "--serve-secrets-once",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="withhold the password hash and user-data once a guest is configured",
+    )
+    p.add_argument("--domain", help="default DNS domain of guests")
+    p.add_argument("--public-url", help="how guests reach the guest API")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--demo", action="store_true", help="register a demo guest on 127.0.0.1")
+
+
+def _flags(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "db": args.db,
+        "guest.listen": args.guest_listen,
+        "admin.listen": args.admin_listen,
+        "guest.trust_proxy": args.trust_proxy,
+        "guest.verify_neighbour": args.verify_neighbour,
+        "guest.serve_secrets_once": args.serve_secrets_once,
+        "domain": args.domain,
+        "public_url": args.public_url,
+        "log_level": args.log_level,
+    }
+
+
+async def serve(settings: Settings, *, demo: bool) -> None:
+    service = MetadataService(settings)
+    try:
+        await service.start()
+    except OSError as exc:
+        raise ConfigError(f"cannot listen: {exc.strerror or exc}") from None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        if demo:
+            assert service.registry is not None and service.admin_address is not None
+            password = await ensure_demo_guest(service.registry)
+            token_source = (
+                f"cat {settings.admin.token_file}"
+                if settings.admin.token_file
+                else f"cat {settings.db_dir / 'admin-token'}"
+            )
+            print(
+                demo_instructions(
+                    service.guest_addresses[0].url, service.admin_address.url, token_source
+                ),
+                flush=True,
+            )
+            if password:
+                print(f"The demo guest's generated root password (shown once): {password}\n")
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await service.stop()
+
+
+def run(args: argparse.Namespace, settings_from: Callable[..., Settings]) -> int:
+    settings = settings_from(args, _flags(args), demo=args.demo)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("asyncio").setLevel(logging.WARNING)
+    asyncio.run(serve(settings, demo=args.demo))
+    return 0

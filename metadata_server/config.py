@@ -1,0 +1,275 @@
+"""Settings: a TOML file, then `METADATA_SERVER_*` variables, then flags, each overriding
+the one before. Every setting is declared once in `SETTINGS`; a key, variable or flag
+that is not declared there is an error, so a typo never passes silently.
+
+Reads the file and the environment it is given; it does not reach for either itself.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from metadata_server.errors import ConfigError, InvalidInput
+from metadata_server.identity import VERIFY_MODES
+from metadata_server.model import parse_domain
+
+ENV_PREFIX = "METADATA_SERVER_"
+DEMO_DB = "./var/demo.db"
+DEMO_GUEST_LISTEN = "127.0.0.1:8080"
+SYSTEM_DB = "/var/lib/metadata-server/registry.db"
+
+
+@dataclass(frozen=True)
+class Setting:
+    path: str  # "section.key" or "key"
+    kind: str  # str | int | bool | list | choice
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    minimum: int | None = None
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.path.replace(".", "_").upper()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "db", "str", None, f"registry: an SQLite path (default {SYSTEM_DB}, {DEMO_DB} with --demo)"
+    ),
+    Setting("domain", "str", None, "default DNS domain of guests that name none"),
+    Setting("public_url", "str", "http://169.254.169.254", "how guests reach the guest API"),
+    Setting(
+        "password_rounds", "int", 5000, "SHA-512 crypt rounds for plain passwords", minimum=1000
+    ),
+    Setting(
+        "log_level", "choice", "info", "log level", choices=("debug", "info", "warning", "error")
+    ),
+    Setting("guest.listen", "list", ["169.254.169.254:80"], "guest API addresses (HOST:PORT)"),
+    Setting("guest.trust_proxy", "list", [], "CIDRs whose X-Forwarded-For is believed"),
+    Setting(
+        "guest.verify_neighbour", "choice", "auto", "check the peer's MAC", choices=VERIFY_MODES
+    ),
+    Setting(
+        "guest.serve_secrets_once", "bool", True, "withhold secrets once a guest is configured"
+    ),
+    Setting("admin.listen", "str", "127.0.0.1:8775", "admin API address (HOST:PORT or unix:/path)"),
+    Setting("admin.token", "str", None, "admin bearer token (prefer token_file)"),
+    Setting("admin.token_file", "str", None, "file holding the admin bearer token"),
+    Setting("admin.max_body_bytes", "int", 1 << 20, "largest admin request body", minimum=1024),
+    Setting("admin.max_import_bytes", "int", 32 << 20, "largest bulk import body", minimum=1024),
+)
+_BY_PATH = {setting.path: setting for setting in SETTINGS}
+_BY_ENV = {setting.env: setting for setting in SETTINGS}
+
+
+@dataclass(frozen=True)
+class ListenAddress:
+    """A TCP `host:port` or a unix socket path."""
+
+    host: str | None
+    port: int | None
+    unix_path: str | None = None
+
+    def __str__(self) -> str:
+        if self.unix_path is not None:
+            return f"unix:{self.unix_path}"
+        host = f"[{self.host}]" if self.host and ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def parse_listen(text: str, name: str) -> ListenAddress:
+    if text.startswith("unix:"):
+        path = text.removeprefix("unix:")
+        if not path.startswith("/"):
+            raise ConfigError(f"{name}: a unix socket path must be absolute: {text!r}")
+        return ListenAddress(host=None, port=None, unix_path=path)
+    host, sep, port_text = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(f"{name}: expected HOST:PORT or unix:/path, not {text!r}")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if host != "localhost":
+            raise ConfigError(f"{name}: {host!r} is not an IP address") from None
+    return ListenAddress(host=host, port=int(port_text))
+
+
+@dataclass(frozen=True)
+class GuestSettings:
+    listen: tuple[ListenAddress, ...]
+    trust_proxy: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    verify_neighbour: str
+    serve_secrets_once: bool
+
+
+@dataclass(frozen=True)
+class AdminSettings:
+    listen: ListenAddress
+    token: str | None
+    token_file: Path | None
+    max_body_bytes: int
+    max_import_bytes: int
+
+
+@dataclass(frozen=True)
+class Settings:
+    db: str
+    domain: str | None
+    public_url: str
+    password_rounds: int
+    log_level: str
+    guest: GuestSettings
+    admin: AdminSettings
+
+    @property
+    def db_dir(self) -> Path:
+        return Path(self.db.removeprefix("sqlite://")).parent
+
+
+def _coerce(setting: Setting, value: Any, source: str) -> Any:
+    where = f"{setting.path} ({source})"
+    if setting.kind in ("str", "choice"):
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string")
+        if setting.kind == "choice" and value not in setting.choices:
+            raise ConfigError(f"{where} must be one of {', '.join(setting.choices)}, not {value!r}")
+        return value
+    if setting.kind == "int":
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if type(value) is not int:
+            raise ConfigError(f"{where} must be an integer")
+        if setting.minimum is not None and value < setting.minimum:
+            raise ConfigError(f"{where} must be at least {setting.minimum}")
+        return value
+    if setting.kind == "bool":
+        if isinstance(value, str):
+            lowered = value.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false")
+        return value
+    if setting.kind == "list":
+        if isinstance(value, str):
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise ConfigError(f"{where} must be a list of strings")
+        return list(value)
+    raise AssertionError(setting.kind)
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and path not in _BY_PATH:
+            flat.update(_flatten(value, prefix=f"{path}."))
+        else:
+            flat[path] = value
+    return flat
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            table = tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the configuration file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text") from None
+    raw: dict[str, Any] = {}
+    for key, value in _flatten(table).items():
+        setting = _BY_PATH.get(key)
+        if setting is None:
+            raise ConfigError(f"{path}: unknown setting {key!r}")
+        raw[key] = _coerce(setting, value, str(path))
+    return raw
+
+
+def read_environment(env: Mapping[str, str]) -> dict[str, Any]:
+    raw: dict[str, Any] = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        setting = _BY_ENV.get(name)
+        if setting is None:
+            raise ConfigError(f"unknown setting in the environment: {name}")
+        raw[setting.path] = _coerce(setting, value, name)
+    return raw
+
+
+def build_settings(
+    *,
+    config_file: Path | None,
+    env: Mapping[str, str],
+    flags: Mapping[str, Any],
+    demo: bool = False,
+) -> Settings:
+    """Merge the three sources (later wins) over the defaults and check every value."""
+    raw: dict[str, Any] = {setting.path: setting.default for setting in SETTINGS}
+    if demo:  # the demo runs without root, without a bridge and without 169.254.169.254
+        raw["db"] = DEMO_DB
+        raw["guest.listen"] = [DEMO_GUEST_LISTEN]
+        raw["public_url"] = f"http://{DEMO_GUEST_LISTEN}"
+    if config_file is not None:
+        raw.update(read_config_file(config_file))
+    raw.update(read_environment(env))
+    for path, value in flags.items():
+        if value is not None:
+            raw[path] = _coerce(_BY_PATH[path], value, "command line")
+    if raw["db"] is None:
+        raw["db"] = SYSTEM_DB
+
+    trust: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for cidr in raw["guest.trust_proxy"]:
+        try:
+            trust.append(ipaddress.ip_network(cidr, strict=False))
+        except ValueError:
+            raise ConfigError(f"guest.trust_proxy: {cidr!r} is not a CIDR") from None
+    listen = tuple(parse_listen(text, "guest.listen") for text in raw["guest.listen"])
+    if not listen:
+        raise ConfigError("guest.listen needs at least one address")
+    if any(address.unix_path for address in listen):
+        raise ConfigError("guest.listen takes HOST:PORT only: guests are identified by address")
+    token_file = raw["admin.token_file"]
+    domain = raw["domain"]
+    if domain is not None:
+        try:
+            domain = parse_domain(domain)
+        except InvalidInput as exc:
+            raise ConfigError(f"domain: {exc.detail}") from None
+    public_url = raw["public_url"]
+    if not public_url.startswith(("http://", "https://")):
+        raise ConfigError(f"public_url must start with http:// or https://, not {public_url!r}")
+    return Settings(
+        db=raw["db"],
+        domain=domain,
+        public_url=public_url,
+        password_rounds=raw["password_rounds"],
+        log_level=raw["log_level"],
+        guest=GuestSettings(
+            listen=listen,
+            trust_proxy=tuple(trust),
+            verify_neighbour=raw["guest.verify_neighbour"],
+            serve_secrets_once=raw["guest.serve_secrets_once"],
+        ),
+        admin=AdminSettings(
+            listen=parse_listen(raw["admin.listen"], "admin.listen"),
+            token=raw["admin.token"],
+            token_file=Path(token_file) if token_file else None,
+            max_body_bytes=raw["admin.max_body_bytes"],
+            max_import_bytes=raw["admin.max_import_bytes"],
+        ),
+    )

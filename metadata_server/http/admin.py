@@ -1,0 +1,241 @@
+"""The admin REST API: register, change, list, import, re-arm and watch guests.
+
+Handlers are thin: parse the request, call the registry, serialise the answer. The API
+listens apart from the guest API and every route but `/healthz` and the OpenAPI
+description needs the bearer token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping, Sequence
+
+from aiohttp import web
+
+from metadata_server.errors import InvalidInput, NotFound
+from metadata_server.http.keys import REGISTRY, SETTINGS, SNAPSHOT
+from metadata_server.http.middleware import (
+    bearer_auth,
+    decode_text,
+    json_errors,
+    parse_json,
+    read_body,
+    read_json,
+)
+from metadata_server.http.openapi import openapi_document
+from metadata_server.model import State, parse_mac, vm_to_json
+from metadata_server.registry import status_json
+from metadata_server.store.base import Change
+
+log = logging.getLogger(__name__)
+MAX_WAIT_SECONDS = 300.0
+SSE_HEARTBEAT_SECONDS = 15.0
+SSE_MAX_BACKLOG = 1000  # batches not yet written to one reader
+PUBLIC_PATHS = frozenset({"/healthz", "/api/v1/openapi.json"})
+
+
+def _only_params(request: web.Request, allowed: set[str]) -> None:
+    for name in request.query:
+        if name not in allowed:
+            raise InvalidInput(f"unknown query parameter {name!r}", field=name)
+
+
+def _float_param(request: web.Request, name: str, default: float, maximum: float) -> float:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise InvalidInput(f"{name} must be a number of seconds", field=name) from None
+    if not 0 <= value <= maximum:
+        raise InvalidInput(f"{name} must be between 0 and {maximum:g}", field=name)
+    return value
+
+
+async def healthz(request: web.Request) -> web.Response:
+    snapshot = request.app[SNAPSHOT]
+    return web.json_response({"status": "ok", "guests": len(snapshot)})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
+async def put_vm(request: web.Request) -> web.Response:
+    limit = request.app[SETTINGS].admin.max_body_bytes
+    body = await read_json(request, limit)
+    result = await request.app[REGISTRY].put(request.match_info["mac"], body)
+    payload = vm_to_json(result.vm)
+    if result.generated_password is not None:
+        payload["generated_password"] = result.generated_password
+    status = 201 if result.created else 200
+    log.info("%s guest %s", "registered" if result.created else "replaced", result.vm.mac)
+    response = web.json_response(payload, status=status)
+    if result.created:
+        response.headers["Location"] = f"/api/v1/vms/{result.vm.mac}"
+    return response
+
+
+async def patch_vm(request: web.Request) -> web.Response:
+    body = await read_json(request, request.app[SETTINGS].admin.max_body_bytes)
+    vm = await request.app[REGISTRY].patch(request.match_info["mac"], body)
+    log.info("patched guest %s", vm.mac)
+    return web.json_response(vm_to_json(vm))
+
+
+async def get_vm(request: web.Request) -> web.Response:
+    _only_params(request, set())
+    vm = await request.app[REGISTRY].get(request.match_info["mac"])
+    return web.json_response(vm_to_json(vm))
+
+
+async def get_vm_user_data(request: web.Request) -> web.Response:
+    vm = await request.app[REGISTRY].get(request.match_info["mac"])
+    if vm.spec.user_data is None:
+        raise NotFound(f"guest {vm.mac} has no user-data")
+    return web.Response(body=vm.spec.user_data.encode(), content_type="application/octet-stream")
+
+
+async def list_vms(request: web.Request) -> web.Response:
+    _only_params(request, {"state", "host"})
+    vms = await request.app[REGISTRY].list(
+        state=request.query.get("state"), host=request.query.get("host")
+    )
+    return web.json_response({"count": len(vms), "vms": [vm_to_json(vm) for vm in vms]})
+
+
+async def delete_vm(request: web.Request) -> web.Response:
+    await request.app[REGISTRY].delete(request.match_info["mac"])
+    log.info("deleted guest %s", parse_mac(request.match_info["mac"]))
+    return web.Response(status=204)
+
+
+def _import_rows(text: str) -> Sequence[object]:
+    """A JSON array, or NDJSON (one object per line; blank lines skipped)."""
+    if text.lstrip().startswith("["):
+        array = parse_json(text)
+        if not isinstance(array, list):
+            raise InvalidInput("an import must be a JSON array or NDJSON")
+        return array
+    rows: list[object] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(parse_json(line))
+        except InvalidInput as exc:
+            raise InvalidInput(f"line {number}: {exc.detail}") from None
+    return rows
+
+
+async def import_vms(request: web.Request) -> web.Response:
+    _only_params(request, set())
+    text = decode_text(await read_body(request, request.app[SETTINGS].admin.max_import_bytes))
+    rows = _import_rows(text)
+    if not rows:
+        raise InvalidInput("the import holds no guests")
+    result = await request.app[REGISTRY].import_rows(rows)
+    log.info("imported %d guests (%d new)", result.created + result.updated, result.created)
+    return web.json_response(
+        {
+            "created": result.created,
+            "updated": result.updated,
+            "generated_passwords": result.generated_passwords,
+        }
+    )
+
+
+async def rearm_vm(request: web.Request) -> web.Response:
+    vm = await request.app[REGISTRY].rearm(request.match_info["mac"])
+    log.info("re-armed guest %s", vm.mac)
+    return web.json_response(vm_to_json(vm))
+
+
+async def vm_status(request: web.Request) -> web.Response:
+    _only_params(request, {"wait", "state"})
+    registry = request.app[REGISTRY]
+    wait = _float_param(request, "wait", 0.0, MAX_WAIT_SECONDS)
+    unlike: State | None = None
+    if "state" in request.query:
+        try:
+            unlike = State(request.query["state"])
+        except ValueError:
+            raise InvalidInput("state must be a guest state", field="state") from None
+    if wait <= 0:
+        vm = await registry.get(request.match_info["mac"])
+    else:
+        vm = await registry.wait_for_state(request.match_info["mac"], unlike=unlike, timeout=wait)
+    return web.json_response(status_json(vm))
+
+
+def _sse(event: str, data: Mapping[str, object]) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: one per committed change (`created`, `updated`, `state`, `deleted`)."""
+    queue: asyncio.Queue[Sequence[Change] | None] = asyncio.Queue()
+    cut_off = False
+
+    def listener(changes: Sequence[Change]) -> None:
+        nonlocal cut_off
+        if cut_off:
+            return
+        if queue.qsize() >= SSE_MAX_BACKLOG:  # a reader this slow is cut off and reconnects
+            cut_off = True
+            queue.put_nowait(None)
+            return
+        queue.put_nowait(changes)
+
+    unsubscribe = request.app[REGISTRY].store.subscribe(listener)
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
+    try:
+        await response.prepare(request)
+        await response.write(b": connected\n\n")
+        while True:
+            try:
+                batch = await asyncio.wait_for(queue.get(), SSE_HEARTBEAT_SECONDS)
+            except TimeoutError:
+                await response.write(b": ping\n\n")
+                continue
+            if batch is None:
+                break
+            chunks = []
+            for change in batch:
+                data: dict[str, object] = {"mac": change.mac}
+                if change.vm is not None:
+                    data["vm"] = vm_to_json(change.vm)
+                chunks.append(_sse(change.event, data))
+            await response.write(b"".join(chunks))
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        unsubscribe()
+    return response
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/api/v1/openapi.json", openapi)
+    app.router.add_get("/api/v1/vms", list_vms)
+    app.router.add_post("/api/v1/vms/import", import_vms)
+    app.router.add_put("/api/v1/vms/{mac}", put_vm)
+    app.router.add_patch("/api/v1/vms/{mac}", patch_vm)
+    app.router.add_get("/api/v1/vms/{mac}", get_vm)
+    app.router.add_delete("/api/v1/vms/{mac}", delete_vm)
+    app.router.add_get("/api/v1/vms/{mac}/user-data", get_vm_user_data)
+    app.router.add_post("/api/v1/vms/{mac}/rearm", rearm_vm)
+    app.router.add_get("/api/v1/vms/{mac}/status", vm_status)
+    app.router.add_get("/api/v1/events", events)
+
+
+def make_admin_app(token: str) -> web.Application:
+    # Bodies are read through read_body with per-route limits; this is only the ceiling.
+    app = web.Application(middlewares=[json_errors, bearer_auth(token, PUBLIC_PATHS)])
+    add_routes(app)
+    return app

@@ -1,0 +1,88 @@
+"""The kernel's view of who is on the wire: the only module that imports pyroute2.
+
+Guest identity checks ask two things about a peer address: is it one of this host's own
+addresses (then it came over loopback), and which MAC holds it in the neighbour table of
+the interface the kernel routes it through. Answers are cached briefly, because a boot
+storm asks the same questions many times a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pyroute2 import AsyncIPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+log = logging.getLogger(__name__)
+
+RTN_LOCAL = 2
+NUD_INCOMPLETE = 0x01
+NUD_FAILED = 0x20
+CACHE_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class PeerLink:
+    """Where a peer address lives: on this host, or behind `ifindex` with `mac`."""
+
+    local: bool
+    ifindex: int | None
+    mac: str | None
+
+
+class NetlinkNeighbours:
+    """Neighbour-table lookups over one rtnetlink socket, cached for CACHE_SECONDS."""
+
+    def __init__(self, cache_seconds: float = CACHE_SECONDS) -> None:
+        self._ipr: Any = None
+        self._lock = asyncio.Lock()
+        self._cache: dict[str, tuple[float, PeerLink]] = {}
+        self._cache_seconds = cache_seconds
+
+    async def start(self) -> None:
+        self._ipr = AsyncIPRoute()
+        await self._ipr.setup_endpoint()
+
+    async def stop(self) -> None:
+        if self._ipr is not None:
+            self._ipr.close()
+            self._ipr = None
+
+    async def peer_link(self, address: str) -> PeerLink:
+        now = time.monotonic()
+        cached = self._cache.get(address)
+        if cached and now - cached[0] < self._cache_seconds:
+            return cached[1]
+        async with self._lock:
+            link = await self._lookup(address)
+        self._cache[address] = (now, link)
+        if len(self._cache) > 65536:
+            self._cache.clear()
+        return link
+
+    async def _lookup(self, address: str) -> PeerLink:
+        if self._ipr is None:
+            raise RuntimeError("netlink is not started")
+        try:
+            routes = await self._ipr.route("get", dst=address)
+        except NetlinkError as exc:  # no route to the peer: nothing can vouch for it
+            log.debug("no route to %s: %s", address, exc)
+            return PeerLink(local=False, ifindex=None, mac=None)
+        route = routes[0] if routes else None
+        if route is None:
+            return PeerLink(local=False, ifindex=None, mac=None)
+        if route["type"] == RTN_LOCAL:
+            return PeerLink(local=True, ifindex=None, mac=None)
+        ifindex = route.get("oif")
+        mac: str | None = None
+        async for entry in await self._ipr.neigh("dump", dst=address):
+            if entry.get("dst") != address or entry["ifindex"] != ifindex:
+                continue
+            if entry["state"] & (NUD_INCOMPLETE | NUD_FAILED):
+                continue
+            mac = entry.get("lladdr")
+        return PeerLink(local=False, ifindex=ifindex, mac=mac.lower() if mac else None)

@@ -1,0 +1,255 @@
+"""The registry service: what each admin and guest action means for the stored records.
+
+It owns the rules the store must not know: generate a password when none was given,
+hash plain passwords at once, keep the stored hash on a replace that gives none, a new
+instance id on re-arm, which state changes a guest may report. Clock, randomness and
+the store are injected, so tests can pin them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from metadata_server.errors import InvalidInput, InvalidRows, MetadataError, NotFound, RowError
+from metadata_server.model import (
+    VM,
+    State,
+    VMInput,
+    VMSpec,
+    is_valid_instance_id,
+    iso_time,
+    merge_patch,
+    parse_mac,
+    parse_vm,
+    spec_to_json,
+)
+from metadata_server.passwords import DEFAULT_ROUNDS, generate_password, hash_password, make_salt
+from metadata_server.store.base import Change, Store
+
+
+@dataclass(frozen=True)
+class PutResult:
+    vm: VM
+    created: bool
+    generated_password: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    created: int
+    updated: int
+    generated_passwords: dict[str, str] = field(default_factory=dict, repr=False)
+
+
+class Registry:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Callable[[], float],
+        random_bytes: Callable[[int], bytes],
+        password_rounds: int = DEFAULT_ROUNDS,
+    ) -> None:
+        self.store = store
+        self._clock = clock
+        self._random = random_bytes
+        self._rounds = password_rounds
+        # Read-modify-write sequences (PATCH, state reports) must not interleave.
+        self._lock = asyncio.Lock()
+        self._state_waiters: dict[str, list[asyncio.Future[VM]]] = {}
+        store.subscribe(self._wake_waiters)
+
+    # --- helpers --------------------------------------------------------------------
+
+    def _new_instance_id(self) -> str:
+        while True:
+            candidate = str(uuid.UUID(bytes=self._random(16), version=4))
+            if is_valid_instance_id(candidate):
+                return candidate
+
+    def _hash(self, plain: str) -> str:
+        return hash_password(plain, salt=make_salt(self._random(16)), rounds=self._rounds)
+
+    async def _secure(self, parsed: VMInput, previous: VM | None) -> tuple[VMSpec, str | None]:
+        """The spec with a hash in place of any plain password; a new password if needed."""
+        spec = parsed.spec
+        if parsed.password is not None:
+            hashed = await asyncio.to_thread(self._hash, parsed.password)
+            return replace(spec, password_hash=hashed), None
+        if spec.password_hash is not None:
+            return spec, None
+        if previous is not None and previous.spec.password_hash is not None:
+            return replace(spec, password_hash=previous.spec.password_hash), None
+        generated = generate_password(self._random(64))
+        hashed = await asyncio.to_thread(self._hash, generated)
+        return replace(spec, password_hash=hashed), generated
+
+    def _new_vm(self, spec: VMSpec) -> VM:
+        now = self._clock()
+        return VM(
+            spec=spec,
+            instance_id=self._new_instance_id(),
+            state=State.REGISTERED,
+            state_times={State.REGISTERED.value: now},
+            message=None,
+            created_at=now,
+            updated_at=now,
+        )
+
+    # --- admin actions --------------------------------------------------------------
+
+    async def get(self, mac: str) -> VM:
+        the_mac = parse_mac(mac)
+        vm = await self.store.get(the_mac)
+        if vm is None:
+            raise NotFound(f"no guest with MAC {the_mac}", field="mac")
+        return vm
+
+    async def list(self, *, state: str | None = None, host: str | None = None) -> list[VM]:
+        wanted: State | None = None
+        if state is not None:
+            try:
+                wanted = State(state)
+            except ValueError:
+                names = ", ".join(s.value for s in State)
+                raise InvalidInput(f"state must be one of {names}", field="state") from None
+        return await self.store.list(state=wanted, host=host)
+
+    async def put(self, mac: str, body: object) -> PutResult:
+        parsed = parse_vm(body, mac=mac)
+        async with self._lock:
+            previous = await self.store.get(parsed.spec.mac)
+            spec, generated = await self._secure(parsed, previous)
+            if previous is None:
+                vm = self._new_vm(spec)
+                await self.store.create(vm)
+                return PutResult(vm, created=True, generated_password=generated)
+            vm = replace(previous, spec=spec, updated_at=self._clock())
+            await self.store.replace(vm)
+            return PutResult(vm, created=False)
+
+    async def patch(self, mac: str, body: object) -> VM:
+        async with self._lock:
+            previous = await self.get(mac)
+            merged = merge_patch(spec_to_json(previous.spec, secrets=True), body)
+            parsed = parse_vm(merged, mac=previous.mac)
+            spec, _ = await self._secure(parsed, previous)
+            vm = replace(previous, spec=spec, updated_at=self._clock())
+            await self.store.replace(vm)
+            return vm
+
+    async def delete(self, mac: str) -> None:
+        the_mac = parse_mac(mac)
+        if not await self.store.delete(the_mac):
+            raise NotFound(f"no guest with MAC {the_mac}", field="mac")
+
+    async def import_rows(self, rows: Sequence[object]) -> ImportResult:
+        """Validate every row first; store all of them in one transaction or none."""
+        parsed: list[VMInput] = []
+        errors: list[RowError] = []
+        for index, row in enumerate(rows):
+            try:
+                parsed.append(parse_vm(row))
+            except MetadataError as exc:
+                errors.append(RowError(index, exc.field, exc.detail))
+        if errors:
+            raise InvalidRows(errors)
+        async with self._lock:
+            existing = {vm.mac: vm for vm in await self.store.list()}
+            vms: list[VM] = []
+            generated: dict[str, str] = {}
+            for item in parsed:
+                previous = existing.get(item.spec.mac)
+                spec, password = await self._secure(item, previous)
+                if password is not None:
+                    generated[spec.mac] = password
+                if previous is None:
+                    vms.append(self._new_vm(spec))
+                else:
+                    vms.append(replace(previous, spec=spec, updated_at=self._clock()))
+            await self.store.import_all(vms)
+        created = sum(1 for vm in vms if vm.mac not in existing)
+        return ImportResult(
+            created=created, updated=len(vms) - created, generated_passwords=generated
+        )
+
+    async def rearm(self, mac: str) -> VM:
+        """New instance id, state back to registered: the guest configures itself again."""
+        async with self._lock:
+            previous = await self.get(mac)
+            now = self._clock()
+            vm = replace(
+                previous,
+                instance_id=self._new_instance_id(),
+                state=State.REGISTERED,
+                state_times={State.REGISTERED.value: now},
+                message=None,
+                updated_at=now,
+            )
+            await self.store.replace(vm, event="state")
+            return vm
+
+    # --- state changes --------------------------------------------------------------
+
+    async def set_state(self, mac: str, state: State, message: str | None = None) -> VM:
+        async with self._lock:
+            previous = await self.get(mac)
+            vm = previous.with_state(state, self._clock(), message)
+            await self.store.replace(vm, event="state")
+            return vm
+
+    async def mark_fetched(self, mac: str) -> None:
+        """The guest read its document: registered/leased → fetched; later states stay."""
+        async with self._lock:
+            previous = await self.store.get(mac)
+            if previous is None or previous.state not in (State.REGISTERED, State.LEASED):
+                return
+            vm = previous.with_state(State.FETCHED, self._clock(), previous.message)
+            await self.store.replace(vm, event="state")
+
+    def _wake_waiters(self, changes: Sequence[Change]) -> None:
+        for change in changes:
+            for waiter in self._state_waiters.pop(change.mac, []):
+                if not waiter.done():
+                    if change.vm is None:
+                        waiter.set_exception(
+                            NotFound(f"guest {change.mac} was deleted", field="mac")
+                        )
+                    else:
+                        waiter.set_result(change.vm)
+
+    async def wait_for_state(self, mac: str, *, unlike: State | None, timeout: float) -> VM:
+        """The record once its state differs from `unlike` (default: its state now)."""
+        vm = await self.get(mac)
+        baseline = unlike or vm.state
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while vm.state is baseline:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            waiter: asyncio.Future[VM] = loop.create_future()
+            self._state_waiters.setdefault(vm.mac, []).append(waiter)
+            try:
+                vm = await asyncio.wait_for(waiter, remaining)
+            except TimeoutError:
+                break
+            finally:
+                waiters = self._state_waiters.get(vm.mac, [])
+                if waiter in waiters:
+                    waiters.remove(waiter)
+        return vm
+
+
+def status_json(vm: VM) -> dict[str, Any]:
+    return {
+        "mac": vm.mac,
+        "instance_id": vm.instance_id,
+        "state": vm.state.value,
+        "state_times": {name: iso_time(at) for name, at in vm.state_times.items()},
+        "message": vm.message,
+    }

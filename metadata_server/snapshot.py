@@ -1,0 +1,57 @@
+"""The guest fast path's memory: every guest's documents, rendered once, found by address.
+
+Loaded from the store at start and kept current by the store's change feed, so a guest
+request never touches the database. Replacing a document is a dict assignment, which is
+atomic for readers on the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from metadata_server.documents import DocumentOptions, GuestDocument, render_guest_document
+from metadata_server.model import VM
+from metadata_server.store.base import Change
+
+
+class GuestSnapshot:
+    def __init__(self, options: DocumentOptions) -> None:
+        self.options = options
+        self._by_address: dict[str, GuestDocument] = {}
+        self._address_of_mac: dict[str, str] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_address)
+
+    def load(self, vms: Iterable[VM]) -> None:
+        self._by_address.clear()
+        self._address_of_mac.clear()
+        for vm in vms:
+            self._put(vm)
+
+    def _put(self, vm: VM) -> None:
+        self._drop(vm.mac)
+        document = render_guest_document(vm, self.options)
+        self._by_address[vm.spec.ipv4.address] = document
+        self._address_of_mac[vm.mac] = vm.spec.ipv4.address
+
+    def _drop(self, mac: str) -> None:
+        address = self._address_of_mac.pop(mac, None)
+        current = self._by_address.get(address) if address is not None else None
+        if current is not None and current.view.mac == mac:
+            del self._by_address[current.view.address]
+
+    def apply(self, changes: Sequence[Change]) -> None:
+        """The store's change listener."""
+        for change in changes:
+            if change.vm is None:
+                self._drop(change.mac)
+            else:
+                self._put(change.vm)
+
+    def by_address(self, address: str) -> GuestDocument | None:
+        return self._by_address.get(address)
+
+    def by_mac(self, mac: str) -> GuestDocument | None:
+        address = self._address_of_mac.get(mac)
+        return self._by_address.get(address) if address else None

@@ -1,0 +1,243 @@
+"""The embedded registry: SQLite in WAL mode, one writer thread, one transaction per change.
+
+sqlite3 calls block, so they all run on one dedicated thread; that also serialises
+writes, which SQLite wants anyway. Each change is one `BEGIN IMMEDIATE` transaction,
+so a process killed at any point leaves the previous or the next state, never a mix.
+Listeners hear about a change only after its commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from metadata_server.errors import ConfigError, Conflict, ConflictRows, NotFound, RowError
+from metadata_server.model import VM, State
+from metadata_server.store.base import Change, ChangeListener
+from metadata_server.store.records import name_key, vm_from_record, vm_to_record
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+_SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS vms (
+        mac TEXT PRIMARY KEY,
+        ipv4 TEXT NOT NULL UNIQUE,
+        name_key TEXT NOT NULL UNIQUE,
+        state TEXT NOT NULL,
+        host TEXT,
+        record TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS vms_state ON vms (state)",
+    "CREATE INDEX IF NOT EXISTS vms_host ON vms (host)",
+]
+
+
+class SQLiteStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        self._conn: sqlite3.Connection | None = None
+        self._listeners: list[ChangeListener] = []
+
+    # --- plumbing -------------------------------------------------------------------
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._conn
+        if conn is None:
+            raise RuntimeError("the store is not open")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, conn)
+
+    def _publish(self, changes: Sequence[Change]) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(changes)
+            except Exception:  # a broken listener must not undo a committed change
+                log.exception("change listener failed")
+
+    def subscribe(self, listener: ChangeListener) -> Callable[[], None]:
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    async def open(self) -> None:
+        def connect() -> sqlite3.Connection:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(self.path, isolation_level=None)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.execute("PRAGMA busy_timeout=5000")
+                conn.execute("BEGIN IMMEDIATE")
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                row = conn.execute("SELECT version FROM schema_version").fetchone()
+                if row is None:
+                    conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+                elif row[0] > SCHEMA_VERSION:
+                    conn.execute("ROLLBACK")
+                    raise ConfigError(
+                        f"the database {self.path} is at schema version {row[0]}; this "
+                        f"metadata-server knows versions up to {SCHEMA_VERSION}"
+                    )
+                conn.execute("COMMIT")
+                return conn
+            except sqlite3.Error as exc:
+                raise ConfigError(f"cannot open the database {self.path}: {exc}") from None
+
+        loop = asyncio.get_running_loop()
+        self._conn = await loop.run_in_executor(self._executor, connect)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._run(lambda conn: conn.close())
+            self._conn = None
+        self._executor.shutdown(wait=True)
+
+    # --- reads ----------------------------------------------------------------------
+
+    async def get(self, mac: str) -> VM | None:
+        def query(conn: sqlite3.Connection) -> VM | None:
+            row = conn.execute("SELECT record FROM vms WHERE mac = ?", (mac,)).fetchone()
+            return vm_from_record(row[0]) if row else None
+
+        return await self._run(query)
+
+    async def list(self, *, state: State | None = None, host: str | None = None) -> list[VM]:
+        clauses: list[str] = []
+        args: list[Any] = []
+        if state is not None:
+            clauses.append("state = ?")
+            args.append(state.value)
+        if host is not None:
+            clauses.append("host = ?")
+            args.append(host)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+
+        def query(conn: sqlite3.Connection) -> list[VM]:
+            rows = conn.execute(f"SELECT record FROM vms{where} ORDER BY mac", args).fetchall()
+            return [vm_from_record(row[0]) for row in rows]
+
+        return await self._run(query)
+
+    # --- writes ---------------------------------------------------------------------
+
+    @staticmethod
+    def _clash(conn: sqlite3.Connection, vm: VM) -> Conflict | None:
+        """The first unique field of `vm` that another record holds."""
+        row = conn.execute(
+            "SELECT mac FROM vms WHERE ipv4 = ? AND mac != ?", (vm.spec.ipv4.address, vm.mac)
+        ).fetchone()
+        if row:
+            return Conflict(
+                f"{vm.spec.ipv4.address} is already reserved by {row[0]}",
+                field="ipv4.address",
+                holder=row[0],
+            )
+        row = conn.execute(
+            "SELECT mac FROM vms WHERE name_key = ? AND mac != ?", (name_key(vm), vm.mac)
+        ).fetchone()
+        if row:
+            return Conflict(
+                f"host name {vm.spec.hostname} (domain {vm.spec.domain or 'default'}) "
+                f"is already used by {row[0]}",
+                field="hostname",
+                holder=row[0],
+            )
+        return None
+
+    @staticmethod
+    def _write(conn: sqlite3.Connection, vm: VM) -> None:
+        conn.execute(
+            "INSERT OR REPLACE INTO vms (mac, ipv4, name_key, state, host, record) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                vm.mac,
+                vm.spec.ipv4.address,
+                name_key(vm),
+                vm.state.value,
+                vm.spec.host,
+                vm_to_record(vm),
+            ),
+        )
+
+    async def _transaction(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        def run(conn: sqlite3.Connection) -> T:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = body(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+        return await self._run(run)
+
+    async def create(self, vm: VM) -> None:
+        def body(conn: sqlite3.Connection) -> None:
+            if conn.execute("SELECT 1 FROM vms WHERE mac = ?", (vm.mac,)).fetchone():
+                raise Conflict(f"{vm.mac} is already registered", field="mac", holder=vm.mac)
+            clash = self._clash(conn, vm)
+            if clash:
+                raise clash
+            self._write(conn, vm)
+
+        await self._transaction(body)
+        self._publish([Change("created", vm.mac, vm)])
+
+    async def replace(self, vm: VM, *, event: str = "updated") -> None:
+        def body(conn: sqlite3.Connection) -> None:
+            if not conn.execute("SELECT 1 FROM vms WHERE mac = ?", (vm.mac,)).fetchone():
+                raise NotFound(f"no guest with MAC {vm.mac}", field="mac")
+            clash = self._clash(conn, vm)
+            if clash:
+                raise clash
+            self._write(conn, vm)
+
+        await self._transaction(body)
+        self._publish([Change(event, vm.mac, vm)])
+
+    async def delete(self, mac: str) -> bool:
+        def body(conn: sqlite3.Connection) -> bool:
+            return conn.execute("DELETE FROM vms WHERE mac = ?", (mac,)).rowcount > 0
+
+        deleted = await self._transaction(body)
+        if deleted:
+            self._publish([Change("deleted", mac, None)])
+        return deleted
+
+    async def import_all(self, vms: Sequence[VM]) -> None:
+        def body(conn: sqlite3.Connection) -> list[Change]:
+            existing = {row[0] for row in conn.execute("SELECT mac FROM vms")}
+            changes = [
+                Change("updated" if vm.mac in existing else "created", vm.mac, vm) for vm in vms
+            ]
+            # Rows replace records with the same MAC first, so a swap of two addresses
+            # inside one import is not a clash; then every unique field is checked once.
+            conn.executemany("DELETE FROM vms WHERE mac = ?", [(vm.mac,) for vm in vms])
+            errors: list[RowError] = []
+            seen: dict[str, int] = {}
+            for index, vm in enumerate(vms):
+                if vm.mac in seen:
+                    errors.append(RowError(index, "mac", f"{vm.mac} is also row {seen[vm.mac]}"))
+                    continue
+                seen[vm.mac] = index
+                clash = self._clash(conn, vm)
+                if clash:
+                    errors.append(RowError(index, clash.field, clash.detail))
+                    continue
+                self._write(conn, vm)
+            if errors:
+                raise ConflictRows(errors)
+            return changes
+
+        changes = await self._transaction(body)
+        self._publish(changes)
