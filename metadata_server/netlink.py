@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 RTN_LOCAL = 2
 NUD_INCOMPLETE = 0x01
 NUD_FAILED = 0x20
-CACHE_SECONDS = 2.0
+CACHE_SECONDS = 1.0  # a crawl of ~30 requests in a burst costs one lookup
 
 
 @dataclass(frozen=True)

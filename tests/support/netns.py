@@ -7,6 +7,7 @@ fails. Addresses come from 198.18.0.0/15 (benchmarking range) and 169.254.169.25
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import itertools
 import os
 import subprocess
@@ -19,7 +20,9 @@ _counter = itertools.count()
 def run(argv: Sequence[str], *, check: bool = True, timeout: float = 30) -> str:
     result = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed ({result.returncode}): {result.stderr.strip()}")
+        raise RuntimeError(
+            f"{' '.join(argv)} failed ({result.returncode}): {result.stderr.strip()}"
+        )
     return result.stdout
 
 
@@ -65,7 +68,21 @@ class BridgeNetwork:
         run(["ip", "netns", "add", ns.name])
         self._cleanup.append(["ip", "netns", "delete", ns.name])
         host_end = unique("vh")
-        run(["ip", "link", "add", host_end, "type", "veth", "peer", "name", "eth0", "netns", ns.name])
+        run(
+            [
+                "ip",
+                "link",
+                "add",
+                host_end,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                ns.name,
+            ]
+        )
         run(["ip", "link", "set", host_end, "netns", self.dom0.name])
         self.dom0.run("ip", "link", "set", host_end, "master", self.bridge, "up")
         ns.run("ip", "link", "set", "eth0", "address", mac)
@@ -98,15 +115,30 @@ def bridge_network(gateway: str = "198.18.0.1", prefix: int = 24) -> Iterator[Br
         net.close()
 
 
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd: int) -> None:
+    # os.setns arrives in Python 3.12; Debian 12 has 3.11.
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno))
+
+
 @contextlib.contextmanager
 def in_netns(name: str) -> Iterator[None]:
-    """Run this thread in network namespace `name` (e.g. to bind a server there)."""
+    """Run this thread in network namespace `name` (e.g. to bind a server there).
+
+    Sockets keep the namespace they were made in, so a server started inside this block
+    goes on serving in `name` after it ends.
+    """
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     target = os.open(f"/run/netns/{name}", os.O_RDONLY)
     try:
-        os.setns(target, os.CLONE_NEWNET)
+        _setns(target)
         yield
     finally:
-        os.setns(own, os.CLONE_NEWNET)
+        _setns(own)
         os.close(own)
         os.close(target)

@@ -1,0 +1,87 @@
+"""Settings: file, then environment, then flags; unknown keys are errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from metadata_server.config import DEMO_DB, SYSTEM_DB, build_settings
+from metadata_server.errors import ConfigError
+
+
+def settings(
+    tmp_path: Path, toml: str | None = None, env: dict[str, str] | None = None, **flags: object
+):  # type: ignore[no-untyped-def]
+    path = None
+    if toml is not None:
+        path = tmp_path / "config.toml"
+        path.write_text(toml)
+    return build_settings(config_file=path, env=env or {}, flags=flags)
+
+
+def test_defaults() -> None:
+    s = build_settings(config_file=None, env={}, flags={})
+    assert s.db == SYSTEM_DB
+    assert [str(a) for a in s.guest.listen] == ["169.254.169.254:80"]
+    assert str(s.admin.listen) == "127.0.0.1:8775"
+    assert s.guest.verify_neighbour == "auto" and s.guest.serve_secrets_once is True
+    demo = build_settings(config_file=None, env={}, flags={}, demo=True)
+    assert demo.db == DEMO_DB and [str(a) for a in demo.guest.listen] == ["127.0.0.1:8080"]
+
+
+def test_precedence_file_then_env_then_flags(tmp_path: Path) -> None:
+    toml = 'db = "/file.db"\ndomain = "file.example"\n[guest]\nlisten = ["127.0.0.1:1"]\n'
+    s = settings(tmp_path, toml)
+    assert (s.db, s.domain, str(s.guest.listen[0])) == ("/file.db", "file.example", "127.0.0.1:1")
+    env = {
+        "METADATA_SERVER_DB": "/env.db",
+        "METADATA_SERVER_GUEST_LISTEN": "127.0.0.1:2,127.0.0.1:3",
+    }
+    s = settings(tmp_path, toml, env)
+    assert s.db == "/env.db" and [str(a) for a in s.guest.listen] == ["127.0.0.1:2", "127.0.0.1:3"]
+    assert s.domain == "file.example"
+    s = settings(tmp_path, toml, env, db="/flag.db")
+    assert s.db == "/flag.db"
+
+
+def test_admin_listen_on_unix_socket(tmp_path: Path) -> None:
+    s = settings(tmp_path, '[admin]\nlisten = "unix:/run/ms/admin.sock"\n')
+    assert s.admin.listen.unix_path == "/run/ms/admin.sock"
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "message"),
+    [
+        ("colour = 1\n", {}, "unknown setting 'colour'"),
+        ("[guest]\nlistn = []\n", {}, "unknown setting 'guest.listn'"),
+        ("db = 5\n", {}, "db (" ),
+        ("[guest]\nlisten = [\"nowhere\"]\n", {}, "expected HOST:PORT"),
+        ("[guest]\nlisten = [\"unix:/x\"]\n", {}, "guest.listen takes HOST:PORT only"),
+        ("[guest]\ntrust_proxy = [\"10.0.0.0/33\"]\n", {}, "is not a CIDR"),
+        ("[guest]\nverify_neighbour = \"sometimes\"\n", {}, "must be one of auto, always, never"),
+        ("[admin]\nlisten = \"unix:relative\"\n", {}, "must be absolute"),
+        ("domain = \"bad_domain\"\n", {}, "domain:"),
+        ("public_url = \"ftp://x\"\n", {}, "public_url must start with"),
+        ("this is not toml", {}, "is not valid TOML"),
+        ("", {"METADATA_SERVER_NOPE": "1"}, "METADATA_SERVER_NOPE"),
+        ("", {"METADATA_SERVER_PASSWORD_ROUNDS": "ten"}, "must be an integer"),
+        ("", {"METADATA_SERVER_GUEST_SERVE_SECRETS_ONCE": "maybe"}, "true or false"),
+    ],
+    ids=[
+        "unknown-key", "unknown-nested", "wrong-type", "bad-listen", "unix-guest", "bad-cidr",
+        "bad-choice", "relative-unix", "bad-domain", "bad-url", "not-toml", "unknown-env",
+        "env-int", "env-bool",
+    ],
+)  # fmt: skip
+def test_bad_settings_are_clear_errors(
+    tmp_path: Path, toml: str, env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as error:
+        settings(tmp_path, toml, env)
+    assert message in error.value.detail
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the configuration file"):
+        build_settings(config_file=tmp_path / "absent.toml", env={}, flags={})
