@@ -13,7 +13,7 @@ import ipaddress
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from metadata_server.documents import GuestDocument
 from metadata_server.errors import Forbidden, NotFound
@@ -26,6 +26,8 @@ VERIFY_MODES = ("auto", "always", "never")
 
 
 class NeighbourLookup(Protocol):
+    def cached(self, address: str) -> PeerLink | None: ...
+
     async def peer_link(self, address: str) -> PeerLink: ...
 
 
@@ -35,9 +37,8 @@ class IdentityPolicy:
     verify: str = "auto"
 
 
-@dataclass(frozen=True)
-class Caller:
-    """The resolved guest and the address it was found by."""
+class Caller(NamedTuple):
+    """The resolved guest and the address it was found by (a tuple: made per request)."""
 
     address: str
     document: GuestDocument
@@ -71,6 +72,10 @@ class IdentityResolver:
 
     def client_address(self, peer: str, forwarded_for: Sequence[str]) -> tuple[str, bool]:
         """The client's address and whether a trusted proxy named it."""
+        if not (forwarded_for and self.policy.trusted_proxies):
+            # The common case, kept free of parsing: the kernel's peer address is already
+            # canonical text; only an IPv4-mapped IPv6 peer needs unwrapping.
+            return peer.removeprefix("::ffff:"), False
         peer_address = _address(peer)
         if peer_address is None:
             raise NotFound("no configuration for this address")
@@ -87,18 +92,44 @@ class IdentityResolver:
                 return str(hop_address), True
         return str(peer_address), False
 
-    async def resolve(self, peer: str, forwarded_for: Sequence[str] = ()) -> Caller:
+    @property
+    def reads_forwarded_for(self) -> bool:
+        """Whether X-Forwarded-For can matter at all (only with trusted proxies)."""
+        return bool(self.policy.trusted_proxies)
+
+    def resolve_now(self, peer: str, forwarded_for: Sequence[str] = ()) -> Caller | None:
+        """The caller without waiting, when the answer is at hand (the usual case);
+        None when the neighbour table must be asked first (then use `resolve`).
+        Raises NotFound or Forbidden like `resolve`."""
         address, via_proxy = self.client_address(peer, forwarded_for)
         document = self.snapshot.by_address(address)
         if document is None:
             raise NotFound("no configuration for this address")
         if not via_proxy and self.policy.verify != "never":
-            await self._verify(address, document)
+            assert self.neighbours is not None
+            link = self.neighbours.cached(address)
+            if link is None:
+                return None
+            self._check(address, document, link)
         return Caller(address=address, document=document, via_proxy=via_proxy)
 
-    async def _verify(self, address: str, document: GuestDocument) -> None:
+    async def resolve(self, peer: str, forwarded_for: Sequence[str] = ()) -> Caller:
+        caller = self.resolve_now(peer, forwarded_for)
+        if caller is not None:
+            return caller
+        address, _ = self.client_address(peer, forwarded_for)
         assert self.neighbours is not None
         link = await self.neighbours.peer_link(address)
+        caller = self.resolve_now(peer, forwarded_for)  # the snapshot may have moved on
+        if caller is not None:
+            return caller
+        document = self.snapshot.by_address(address)
+        if document is None:
+            raise NotFound("no configuration for this address")
+        self._check(address, document, link)
+        return Caller(address=address, document=document, via_proxy=False)
+
+    def _check(self, address: str, document: GuestDocument, link: PeerLink) -> None:
         if link.local and self.policy.verify == "auto":
             return
         if link.mac != document.view.mac:

@@ -52,16 +52,25 @@ class NetlinkNeighbours:
             self._ipr.close()
             self._ipr = None
 
+    def cached(self, address: str) -> PeerLink | None:
+        """The answer from the cache when it is fresh; no await on the hot path."""
+        entry = self._cache.get(address)
+        if entry is not None and time.monotonic() - entry[0] < self._cache_seconds:
+            return entry[1]
+        return None
+
     async def peer_link(self, address: str) -> PeerLink:
-        now = time.monotonic()
-        cached = self._cache.get(address)
-        if cached and now - cached[0] < self._cache_seconds:
-            return cached[1]
+        link = self.cached(address)
+        if link is not None:
+            return link
         async with self._lock:
-            link = await self._lookup(address)
-        self._cache[address] = (now, link)
-        if len(self._cache) > 65536:
-            self._cache.clear()
+            # Requests that queued behind the lock find the answer the first one stored.
+            link = self.cached(address)
+            if link is None:
+                link = await self._lookup(address)
+                if len(self._cache) > 65536:
+                    self._cache.clear()
+                self._cache[address] = (time.monotonic(), link)
         return link
 
     async def _lookup(self, address: str) -> PeerLink:
