@@ -16,6 +16,8 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+UNREACHABLE_LIMIT = {"METADATA_SERVER_GUEST_RATE_LIMIT": "1000000000"}
+
 
 def free_port() -> int:
     with socket.socket() as sock:

@@ -17,13 +17,25 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from metadata_server.admin_token import ensure_server_token
+from metadata_server.cloud.options import CloudOptions
 from metadata_server.config import ListenAddress, Settings
 from metadata_server.documents import DocumentOptions
 from metadata_server.http.admin import make_admin_app
+from metadata_server.http.cloud import add_routes as add_cloud_routes
 from metadata_server.http.guest import make_guest_app
-from metadata_server.http.keys import IDENTITY, REGISTRY, SETTINGS, SNAPSHOT
+from metadata_server.http.keys import (
+    CLOCK,
+    CLOUD_OPTIONS,
+    IDENTITY,
+    LIMITER,
+    REGISTRY,
+    SETTINGS,
+    SNAPSHOT,
+    TOKEN_SECRET,
+)
 from metadata_server.identity import IdentityPolicy, IdentityResolver, NeighbourLookup
 from metadata_server.netlink import NetlinkNeighbours
+from metadata_server.ratelimit import TokenBuckets
 from metadata_server.registry import Registry
 from metadata_server.snapshot import GuestSnapshot
 from metadata_server.store import Store, open_store
@@ -134,12 +146,25 @@ class MetadataService:
         )
 
         guest_app = make_guest_app()
+        add_cloud_routes(guest_app)
         admin_app = make_admin_app(self.admin_token)
         for app in (guest_app, admin_app):
             app[REGISTRY] = self.registry
             app[SNAPSHOT] = self.snapshot
             app[IDENTITY] = identity
             app[SETTINGS] = settings
+            app[CLOCK] = self._clock
+        guest_app[TOKEN_SECRET] = self._random_bytes(32)
+        guest_app[CLOUD_OPTIONS] = CloudOptions(
+            instance_type=settings.ec2.instance_type,
+            availability_zone=settings.ec2.availability_zone,
+        )
+        if settings.guest.rate_limit > 0:
+            guest_app[LIMITER] = TokenBuckets(
+                rate=settings.guest.rate_limit,
+                burst=settings.guest.rate_burst,
+                clock=time.monotonic,
+            )
 
         guest_runner = web.AppRunner(guest_app, access_log=None, shutdown_timeout=2.0)
         await guest_runner.setup()

@@ -27,7 +27,7 @@ SYSTEM_DB = "/var/lib/metadata-server/registry.db"
 @dataclass(frozen=True)
 class Setting:
     path: str  # "section.key" or "key"
-    kind: str  # str | int | bool | list | choice
+    kind: str  # str | int | float | bool | list | choice
     default: Any
     help: str
     choices: tuple[str, ...] = ()
@@ -58,6 +58,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "guest.serve_secrets_once", "bool", True, "withhold secrets once a guest is configured"
     ),
+    Setting("guest.rate_limit", "float", 20.0, "requests per second per guest (0: no limit)"),
+    Setting("guest.rate_burst", "int", 200, "requests a guest may make at once", minimum=1),
+    Setting("ec2.tokens", "choice", "optional", "IMDSv2 tokens", choices=("optional", "required")),
+    Setting("ec2.token_hop_limit", "int", 1, "IP TTL of the token reply", minimum=1),
+    Setting("ec2.instance_type", "str", "xen.guest", "EC2 instance-type of every guest"),
+    Setting("ec2.availability_zone", "str", "local-1a", "EC2 placement/availability-zone"),
     Setting("admin.listen", "str", "127.0.0.1:8775", "admin API address (HOST:PORT or unix:/path)"),
     Setting("admin.token", "str", None, "admin bearer token (prefer token_file)"),
     Setting("admin.token_file", "str", None, "file holding the admin bearer token"),
@@ -107,6 +113,16 @@ class GuestSettings:
     trust_proxy: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     verify_neighbour: str
     serve_secrets_once: bool
+    rate_limit: float
+    rate_burst: int
+
+
+@dataclass(frozen=True)
+class Ec2Settings:
+    tokens: str
+    token_hop_limit: int
+    instance_type: str
+    availability_zone: str
 
 
 @dataclass(frozen=True)
@@ -127,6 +143,7 @@ class Settings:
     log_level: str
     guest: GuestSettings
     admin: AdminSettings
+    ec2: Ec2Settings
 
     @property
     def db_dir(self) -> Path:
@@ -149,6 +166,15 @@ def _coerce(setting: Setting, value: Any, source: str) -> Any:
         if setting.minimum is not None and value < setting.minimum:
             raise ConfigError(f"{where} must be at least {setting.minimum}")
         return value
+    if setting.kind == "float":
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{where} must be a number") from None
+        if type(value) not in (int, float) or value < 0:
+            raise ConfigError(f"{where} must be a number, at least 0")
+        return float(value)
     if setting.kind == "bool":
         if isinstance(value, str):
             lowered = value.strip().lower()
@@ -210,6 +236,18 @@ def read_environment(env: Mapping[str, str]) -> dict[str, Any]:
     return raw
 
 
+def _in_range(value: int, low: int, high: int, name: str) -> int:
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be from {low} to {high}")
+    return value
+
+
+def _single_line(value: str, name: str) -> str:
+    if not value or not value.isprintable() or len(value) > 64 or " " in value:
+        raise ConfigError(f"{name} must be 1-64 printable characters without spaces")
+    return value
+
+
 def build_settings(
     *,
     config_file: Path | None,
@@ -264,6 +302,14 @@ def build_settings(
             trust_proxy=tuple(trust),
             verify_neighbour=raw["guest.verify_neighbour"],
             serve_secrets_once=raw["guest.serve_secrets_once"],
+            rate_limit=raw["guest.rate_limit"],
+            rate_burst=raw["guest.rate_burst"],
+        ),
+        ec2=Ec2Settings(
+            tokens=raw["ec2.tokens"],
+            token_hop_limit=_in_range(raw["ec2.token_hop_limit"], 1, 255, "ec2.token_hop_limit"),
+            instance_type=_single_line(raw["ec2.instance_type"], "ec2.instance_type"),
+            availability_zone=_single_line(raw["ec2.availability_zone"], "ec2.availability_zone"),
         ),
         admin=AdminSettings(
             listen=parse_listen(raw["admin.listen"], "admin.listen"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from metadata_server.model import VM, State
@@ -48,11 +48,16 @@ class GuestView:
     secrets_withheld: bool
     status_url: str
     user_data_url: str
+    armed_at: float  # when the current instance id was issued (EC2's pendingTime)
 
 
 @dataclass(frozen=True)
 class GuestDocument:
-    """Everything the guest fast path serves for one guest, rendered once."""
+    """Everything the guest fast path serves for one guest, rendered once.
+
+    `derived` holds views rendered from this document on first use (the cloud trees);
+    a new record gets a new document, so nothing in it can go stale.
+    """
 
     view: GuestView
     state: State
@@ -60,6 +65,7 @@ class GuestDocument:
     text_body: bytes
     etag: str
     user_data: bytes | None
+    derived: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 def guest_view(vm: VM, options: DocumentOptions) -> GuestView:
@@ -84,6 +90,7 @@ def guest_view(vm: VM, options: DocumentOptions) -> GuestView:
         secrets_withheld=withheld,
         status_url=f"{base}/v1/status",
         user_data_url=f"{base}/v1/user-data",
+        armed_at=vm.state_times.get(State.REGISTERED.value, vm.created_at),
     )
 
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+import yaml
+
 from metadata_server.errors import InvalidInput
 from metadata_server.passwords import validate_crypt_hash
 
@@ -294,8 +296,20 @@ def parse_ssh_keys(value: object) -> tuple[str, ...]:
 
 
 def parse_user_data(value: object) -> str:
+    """Text up to 64 KiB; a `#cloud-config` must be a YAML mapping (it gets merged)."""
     if not isinstance(value, str):
         raise InvalidInput("user_data must be a string", field="user_data")
+    if value.startswith("#cloud-config"):
+        try:
+            loaded = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            raise InvalidInput(
+                f"user_data is #cloud-config but not valid YAML{where}", field="user_data"
+            ) from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise InvalidInput("user_data is #cloud-config but not a mapping", field="user_data")
     size = len(value.encode("utf-8", "surrogatepass"))
     if size > MAX_USER_DATA_BYTES:
         raise InvalidInput(

@@ -7,6 +7,7 @@ atomic for readers on the event loop.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 
 from metadata_server.documents import DocumentOptions, GuestDocument, render_guest_document
@@ -19,6 +20,7 @@ class GuestSnapshot:
         self.options = options
         self._by_address: dict[str, GuestDocument] = {}
         self._address_of_mac: dict[str, str] = {}
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
 
     def __len__(self) -> int:
         return len(self._by_address)
@@ -34,6 +36,12 @@ class GuestSnapshot:
         document = render_guest_document(vm, self.options)
         self._by_address[vm.spec.ipv4.address] = document
         self._address_of_mac[vm.mac] = vm.spec.ipv4.address
+        self._wake(vm.mac)
+
+    def _wake(self, mac: str) -> None:
+        for waiter in self._waiters.pop(mac, []):
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _drop(self, mac: str) -> None:
         address = self._address_of_mac.pop(mac, None)
@@ -46,6 +54,7 @@ class GuestSnapshot:
         for change in changes:
             if change.vm is None:
                 self._drop(change.mac)
+                self._wake(change.mac)
             else:
                 self._put(change.vm)
 
@@ -55,3 +64,22 @@ class GuestSnapshot:
     def by_mac(self, mac: str) -> GuestDocument | None:
         address = self._address_of_mac.get(mac)
         return self._by_address.get(address) if address else None
+
+    async def wait_for_change(self, mac: str, etag: str, timeout: float) -> GuestDocument | None:
+        """The guest's document once its ETag differs from `etag`, or after `timeout`
+        seconds the document as it is then (None when the guest is gone)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            document = self.by_mac(mac)
+            remaining = deadline - loop.time()
+            if document is None or document.etag != etag or remaining <= 0:
+                return document
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.setdefault(mac, []).append(waiter)
+            try:
+                await asyncio.wait_for(waiter, remaining)
+            except TimeoutError:
+                waiters = self._waiters.get(mac, [])
+                if waiter in waiters:
+                    waiters.remove(waiter)

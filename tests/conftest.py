@@ -102,3 +102,13 @@ SAMPLE_HASH = (
 SAMPLE_KEY = (
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl admin@example"
 )
+
+
+async def start_in_netns(settings: Settings, netns: str) -> MetadataService:
+    """Start a service whose sockets (HTTP and netlink) live in namespace `netns`."""
+    from tests.support.netns import in_netns
+
+    service = MetadataService(settings)
+    with in_netns(netns):
+        await service.start()
+    return service

@@ -16,8 +16,8 @@ import pytest
 
 from metadata_server.app import MetadataService
 from metadata_server.netlink import CACHE_SECONDS
-from tests.conftest import guest_body, make_settings
-from tests.support.netns import BridgeNetwork, Guest, bridge_network, in_netns
+from tests.conftest import guest_body, make_settings, start_in_netns
+from tests.support.netns import BridgeNetwork, Guest, bridge_network
 from tests.support.requirements import need_root, need_tools
 
 OWNER_MAC = "02:00:c6:12:00:0b"
@@ -29,15 +29,12 @@ def net() -> Iterator[BridgeNetwork]:
     need_root()
     need_tools("ip", "curl")
     with bridge_network() as network:
-        network.dom0.run("ip", "addr", "add", "169.254.169.254/32", "dev", "br0")
+        network.add_metadata_address()
         yield network
 
 
 def join(net: BridgeNetwork, mac: str, address: str) -> Guest:
-    guest = net.add_guest(mac)
-    guest.ns.run("ip", "addr", "add", f"{address}/24", "dev", "eth0")
-    guest.ns.run("ip", "route", "add", "169.254.169.254/32", "via", "198.18.0.1")
-    return guest
+    return net.add_guest(mac, address)
 
 
 def curl(guest: Guest, path: str) -> tuple[int, dict[str, object]]:
@@ -53,9 +50,7 @@ async def start_in(net: BridgeNetwork, tmp_path: Path, verify: str) -> MetadataS
         tmp_path / verify,
         **{"guest.listen": ["169.254.169.254:80"], "guest.verify_neighbour": verify},
     )
-    service = MetadataService(settings)
-    with in_netns(net.dom0.name):  # sockets (HTTP and netlink) are made in Dom0's namespace
-        await service.start()
+    service = await start_in_netns(settings, net.dom0.name)
     assert service.registry is not None
     await service.registry.put(
         OWNER_MAC, guest_body(1, ipv4={"address": "198.18.0.11", "prefix": 24})

@@ -31,6 +31,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="withhold the password hash and user-data once a guest is configured",
     )
+    p.add_argument(
+        "--imds-tokens",
+        choices=("optional", "required"),
+        help="IMDSv2 session tokens on the EC2 routes",
+    )
     p.add_argument("--domain", help="default DNS domain of guests")
     p.add_argument("--public-url", help="how guests reach the guest API")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
@@ -45,6 +50,7 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
         "guest.trust_proxy": args.trust_proxy,
         "guest.verify_neighbour": args.verify_neighbour,
         "guest.serve_secrets_once": args.serve_secrets_once,
+        "ec2.tokens": args.imds_tokens,
         "domain": args.domain,
         "public_url": args.public_url,
         "log_level": args.log_level,

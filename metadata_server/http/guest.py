@@ -19,8 +19,15 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from metadata_server.documents import GuestDocument
-from metadata_server.errors import Conflict, Gone, InvalidInput, MetadataError, NotFound
-from metadata_server.http.keys import IDENTITY, REGISTRY
+from metadata_server.errors import (
+    Conflict,
+    Gone,
+    InvalidInput,
+    MetadataError,
+    NotFound,
+    TooManyRequests,
+)
+from metadata_server.http.keys import IDENTITY, LIMITER, REGISTRY, SNAPSHOT
 from metadata_server.http.middleware import decode_text, error_response, parse_json, read_body
 from metadata_server.identity import Caller
 from metadata_server.model import GUEST_REPORTABLE_STATES, State, parse_message
@@ -40,15 +47,39 @@ def _peer(request: web.Request) -> tuple[str, Sequence[str]]:
     return request.remote or "", ()
 
 
+def _limit(request: web.Request, peer: str, forwarded: Sequence[str]) -> None:
+    """Take a token from the caller's bucket, or refuse with 429 and Retry-After."""
+    limiter = request.app.get(LIMITER)
+    if limiter is None:
+        return
+    key = peer if not forwarded else request.app[IDENTITY].client_address(peer, forwarded)[0]
+    retry_after = limiter.take(key)
+    if retry_after is not None:
+        raise TooManyRequests("too many requests from this guest", retry_after=retry_after)
+
+
+def text_error_response(error: MetadataError) -> web.Response:
+    """EC2-style errors: the status and a line of text, nothing else."""
+    response = web.Response(
+        status=error.http_status, text=error.detail + "\n", content_type="text/plain"
+    )
+    if isinstance(error, TooManyRequests):
+        response.headers["Retry-After"] = str(max(1, round(error.retry_after)))
+    return response
+
+
 async def _caller(request: web.Request) -> Caller:
     identity = request.app[IDENTITY]
     peer, forwarded = _peer(request)
+    _limit(request, peer, forwarded)
     return identity.resolve_now(peer, forwarded) or await identity.resolve(peer, forwarded)
 
 
-def guest_route(view: SyncView, *, marks_fetch: bool = False) -> Handler:
-    """A read route: resolve the caller, mark a first read as `fetched` when asked to,
-    run the (synchronous) view, and turn a MetadataError into its response."""
+def guest_route(view: SyncView, *, marks_fetch: bool = False, text: bool = False) -> Handler:
+    """A read route: rate-limit and resolve the caller, mark a first read as `fetched`
+    when asked to, run the (synchronous) view, and turn a MetadataError into its
+    response (JSON, or a line of text for the EC2-style routes)."""
+    to_response = text_error_response if text else error_response
 
     @functools.wraps(view)
     async def handler(request: web.Request) -> web.StreamResponse:
@@ -56,6 +87,7 @@ def guest_route(view: SyncView, *, marks_fetch: bool = False) -> Handler:
             # Resolved without an extra coroutine when the answer is at hand (most calls).
             identity = request.app[IDENTITY]
             peer, forwarded = _peer(request)
+            _limit(request, peer, forwarded)
             caller = identity.resolve_now(peer, forwarded) or await identity.resolve(
                 peer, forwarded
             )
@@ -63,20 +95,21 @@ def guest_route(view: SyncView, *, marks_fetch: bool = False) -> Handler:
                 await request.app[REGISTRY].mark_fetched(caller.document.view.mac)
             return view(request, caller)
         except MetadataError as exc:
-            return error_response(exc)
+            return to_response(exc)
 
     return handler
 
 
-def guest_action(view: AsyncView) -> Handler:
-    """A write route: like guest_route, for views that must await."""
+def guest_action(view: AsyncView, *, text: bool = False) -> Handler:
+    """A route whose view must await: like guest_route otherwise."""
+    to_response = text_error_response if text else error_response
 
     @functools.wraps(view)
     async def handler(request: web.Request) -> web.StreamResponse:
         try:
             return await view(request, await _caller(request))
         except MetadataError as exc:
-            return error_response(exc)
+            return to_response(exc)
 
     return handler
 
@@ -96,6 +129,41 @@ def config_json(request: web.Request, caller: Caller) -> web.StreamResponse:
     if _not_modified(request, document):
         return web.Response(status=304, headers=_headers(document, "application/json"))
     return web.Response(body=document.json_body, headers=_headers(document, "application/json"))
+
+
+MAX_CHANGE_WAIT = 300.0
+
+
+async def config_json_waiting(request: web.Request, caller: Caller) -> web.StreamResponse:
+    """GCE-style change notification: `?wait_for_change=true&last_etag=E&timeout_sec=N`
+    holds the answer until the document's ETag differs from E, or N seconds pass."""
+    query = request.query
+    for name in query:
+        if name not in ("wait_for_change", "last_etag", "timeout_sec"):
+            raise InvalidInput(f"unknown query parameter {name!r}", field=name)
+    if query.get("wait_for_change", "false").lower() not in ("true", "false"):
+        raise InvalidInput("wait_for_change must be true or false", field="wait_for_change")
+    document = caller.document
+    if document.state in UNFETCHED:
+        await request.app[REGISTRY].mark_fetched(document.view.mac)
+    if query.get("wait_for_change", "false").lower() == "true":
+        try:
+            timeout = float(query.get("timeout_sec", "60"))
+        except ValueError:
+            timeout = -1.0
+        if not 0 <= timeout <= MAX_CHANGE_WAIT:
+            raise InvalidInput(
+                f"timeout_sec must be a number from 0 to {MAX_CHANGE_WAIT:g}", field="timeout_sec"
+            )
+        last = query.get("last_etag", document.etag)
+        if not last.startswith('"'):
+            last = f'"{last}"'
+        changed = await request.app[SNAPSHOT].wait_for_change(document.view.mac, last, timeout)
+        if changed is None:
+            raise NotFound("no configuration for this address")
+        document = changed
+        caller = caller._replace(document=document)
+    return config_json(request, caller)
 
 
 def config_text(request: web.Request, caller: Caller) -> web.StreamResponse:
@@ -158,7 +226,14 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/v1/config", guest_route(config_json, marks_fetch=True))
+    fast = guest_route(config_json, marks_fetch=True)
+    waiting = guest_action(config_json_waiting)
+
+    async def get_config(request: web.Request) -> web.StreamResponse:
+        # The raw query string is the cheapest test for the rare long-poll.
+        return await (waiting if request.query_string else fast)(request)
+
+    app.router.add_get("/v1/config", get_config)
     app.router.add_get("/v1/config.txt", guest_route(config_text, marks_fetch=True))
     app.router.add_get("/v1/user-data", guest_route(user_data))
     app.router.add_post("/v1/status", guest_action(post_status))

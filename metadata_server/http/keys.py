@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aiohttp import web
 
+from metadata_server.cloud.options import CloudOptions
 from metadata_server.config import Settings
 from metadata_server.identity import IdentityResolver
+from metadata_server.ratelimit import TokenBuckets
 from metadata_server.registry import Registry
 from metadata_server.snapshot import GuestSnapshot
 
@@ -13,3 +17,7 @@ REGISTRY = web.AppKey("registry", Registry)
 SNAPSHOT = web.AppKey("snapshot", GuestSnapshot)
 IDENTITY = web.AppKey("identity", IdentityResolver)
 SETTINGS = web.AppKey("settings", Settings)
+LIMITER = web.AppKey("limiter", TokenBuckets)
+TOKEN_SECRET = web.AppKey("token_secret", bytes)
+CLOUD_OPTIONS = web.AppKey("cloud_options", CloudOptions)
+CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")

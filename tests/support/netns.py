@@ -63,7 +63,9 @@ class BridgeNetwork:
     guests: list[Guest] = field(default_factory=list)
     _cleanup: list[list[str]] = field(default_factory=list)
 
-    def add_guest(self, mac: str) -> Guest:
+    def add_guest(self, mac: str, address: str | None = None) -> Guest:
+        """A guest namespace on the bridge; with `address`, configured statically and
+        routed to the metadata address through the gateway, as a DHCP lease would."""
         ns = Netns(unique("g"))
         run(["ip", "netns", "add", ns.name])
         self._cleanup.append(["ip", "netns", "delete", ns.name])
@@ -90,7 +92,14 @@ class BridgeNetwork:
         ns.run("ip", "link", "set", "eth0", "up")
         guest = Guest(ns=ns, mac=mac)
         self.guests.append(guest)
+        if address is not None:
+            ns.run("ip", "addr", "add", f"{address}/{self.prefix}", "dev", "eth0")
+            ns.run("ip", "route", "add", "169.254.169.254/32", "via", self.gateway)
         return guest
+
+    def add_metadata_address(self) -> None:
+        """Put 169.254.169.254/32 on the bridge, as the server's --bridge option does."""
+        self.dom0.run("ip", "addr", "add", "169.254.169.254/32", "dev", self.bridge)
 
     def close(self) -> None:
         for argv in reversed(self._cleanup):

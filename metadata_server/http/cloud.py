@@ -1,0 +1,160 @@
+"""The cloud-compatible guest routes: the EC2 tree (with IMDSv2 tokens), OpenStack and
+NoCloud, each answering the caller's own data only, from the in-memory documents.
+
+Paths are matched exactly against the caller's own tree, so `..`, encoded slashes or
+another guest's MAC under `network/interfaces/macs/` simply find nothing (404).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+from aiohttp import web
+
+from metadata_server.cloud.ec2 import EC2_VERSIONS, ec2_tree
+from metadata_server.cloud.ec2 import VERSIONS_LISTING as EC2_LISTING
+from metadata_server.cloud.nocloud import nocloud_files
+from metadata_server.cloud.openstack import OPENSTACK_VERSIONS, openstack_files
+from metadata_server.cloud.openstack import VERSIONS_LISTING as OPENSTACK_LISTING
+from metadata_server.cloud.tree import FileTree
+from metadata_server.documents import GuestDocument
+from metadata_server.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from metadata_server.http.guest import guest_action, guest_route
+from metadata_server.http.keys import CLOCK, CLOUD_OPTIONS, SETTINGS, TOKEN_SECRET
+from metadata_server.identity import Caller
+from metadata_server.tokens import issue_token, parse_ttl, token_is_valid
+
+log = logging.getLogger(__name__)
+TOKEN_HEADER = "X-aws-ec2-metadata-token"
+TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
+_VERSIONS = frozenset(EC2_VERSIONS)
+_OPENSTACK_VERSIONS = frozenset(OPENSTACK_VERSIONS)
+TEXT = "text/plain; charset=utf-8"
+
+
+def _text(body: bytes) -> web.Response:
+    return web.Response(body=body, headers={"Content-Type": TEXT, "Cache-Control": "no-store"})
+
+
+def _derived(request: web.Request, document: GuestDocument, name: str) -> object:
+    """A cloud view of this document, rendered on first use and kept with it."""
+    cached = document.derived.get(name)
+    if cached is None:
+        options = request.app[CLOUD_OPTIONS]
+        if name == "ec2":
+            cached = ec2_tree(document.view, options)
+        elif name == "openstack":
+            cached = FileTree(openstack_files(document.view, options))
+        else:
+            cached = FileTree(nocloud_files(document.view))
+        document.derived[name] = cached
+    return cached
+
+
+def _tree(request: web.Request, caller: Caller, name: str) -> FileTree:
+    tree = _derived(request, caller.document, name)
+    assert isinstance(tree, FileTree)
+    return tree
+
+
+def _token_subject(caller: Caller) -> str:
+    return f"{caller.document.view.mac}|{caller.document.view.instance_id}"
+
+
+def _check_token(request: web.Request, caller: Caller) -> None:
+    token = request.headers.get(TOKEN_HEADER)
+    if token is None:
+        if request.app[SETTINGS].ec2.tokens == "required":
+            raise Unauthorized("a session token is required (PUT /latest/api/token)")
+        return
+    now = request.app[CLOCK]()
+    if not token_is_valid(request.app[TOKEN_SECRET], token, _token_subject(caller), now=now):
+        raise Unauthorized("the session token is unknown or expired")
+
+
+# --- EC2 -------------------------------------------------------------------------------
+
+
+def ec2_versions(request: web.Request, caller: Caller) -> web.StreamResponse:
+    _check_token(request, caller)
+    return _text(EC2_LISTING)
+
+
+def ec2_path(request: web.Request, caller: Caller) -> web.StreamResponse:
+    version = request.match_info["version"]
+    if version not in _VERSIONS:
+        raise NotFound("Not Found")
+    _check_token(request, caller)
+    path = request.match_info.get("path", "")
+    tree = _tree(request, caller, "ec2")
+    if path == "user-data" and caller.document.view.user_data is None:
+        raise NotFound("Not Found")
+    body = tree.lookup(path)
+    if body is None:
+        raise NotFound("Not Found")
+    return _text(body)
+
+
+async def ec2_token(request: web.Request, caller: Caller) -> web.StreamResponse:
+    """IMDSv2: PUT /latest/api/token. The reply leaves with a low IP TTL (hop limit), so
+    a token cannot be fetched through a NAT or container hop and relayed."""
+    if request.headers.getall("X-Forwarded-For", []):
+        raise Forbidden("Forbidden")
+    ttl = parse_ttl(request.headers.get(TTL_HEADER))
+    if ttl is None:
+        raise InvalidInput(f"{TTL_HEADER} must be an integer from 1 to 21600")
+    now = request.app[CLOCK]()
+    token = issue_token(request.app[TOKEN_SECRET], _token_subject(caller), now=now, ttl=ttl)
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    if sock is not None and sock.family == socket.AF_INET:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, request.app[SETTINGS].ec2.token_hop_limit)
+    # The connection ends with this reply, so the low TTL never touches another answer.
+    return web.Response(
+        body=token.encode(),
+        headers={"Content-Type": TEXT, TTL_HEADER: str(ttl), "Connection": "close"},
+    )
+
+
+async def ec2_token_elsewhere(request: web.Request, caller: Caller) -> web.StreamResponse:
+    raise Forbidden("Forbidden")
+
+
+# --- OpenStack and NoCloud -------------------------------------------------------------
+
+
+def openstack_versions(request: web.Request, caller: Caller) -> web.StreamResponse:
+    return _text(OPENSTACK_LISTING)
+
+
+def openstack_path(request: web.Request, caller: Caller) -> web.StreamResponse:
+    if request.match_info["version"] not in _OPENSTACK_VERSIONS:
+        raise NotFound("Not Found")
+    body = _tree(request, caller, "openstack").lookup(request.match_info.get("path", ""))
+    if body is None:
+        raise NotFound("Not Found")
+    return _text(body)
+
+
+def nocloud_path(request: web.Request, caller: Caller) -> web.StreamResponse:
+    body = _tree(request, caller, "nocloud").lookup(request.match_info.get("path", ""))
+    if body is None:
+        raise NotFound("Not Found")
+    return _text(body)
+
+
+def add_routes(app: web.Application) -> None:
+    """Register after the native /v1 routes: `/{version}` would otherwise match them."""
+    app.router.add_get("/", guest_route(ec2_versions, marks_fetch=True, text=True))
+    app.router.add_get("/openstack", guest_route(openstack_versions, text=True))
+    app.router.add_get("/openstack/", guest_route(openstack_versions, text=True))
+    app.router.add_get("/openstack/{version}", guest_route(openstack_path, text=True))
+    app.router.add_get(
+        "/openstack/{version}/{path:.*}", guest_route(openstack_path, marks_fetch=True, text=True)
+    )
+    app.router.add_get("/nocloud", guest_route(nocloud_path, text=True))
+    app.router.add_get("/nocloud/{path:.*}", guest_route(nocloud_path, marks_fetch=True, text=True))
+    app.router.add_put("/latest/api/token", guest_action(ec2_token, text=True))
+    app.router.add_put("/{version}/api/token", guest_action(ec2_token_elsewhere, text=True))
+    app.router.add_get("/{version}", guest_route(ec2_path, text=True))
+    app.router.add_get("/{version}/{path:.*}", guest_route(ec2_path, marks_fetch=True, text=True))

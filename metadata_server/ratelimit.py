@@ -1,0 +1,47 @@
+"""Per-guest token buckets, so one noisy guest cannot starve the rest of a boot storm.
+
+Each key (a guest's address) gets `burst` tokens, refilled at `rate` per second; a
+request takes one. A refused request learns how long until a token is back. Buckets
+that are full again are forgotten, so memory follows the number of busy guests. Pure:
+the clock is passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+
+class TokenBuckets:
+    def __init__(self, *, rate: float, burst: int, clock: Callable[[], float]) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be positive and burst at least 1")
+        self.rate = rate
+        self.burst = float(burst)
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
+        self._last_sweep = clock()
+
+    def take(self, key: str) -> float | None:
+        """None when the request may go on, else the seconds until it may retry."""
+        now = self._clock()
+        tokens, at = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - at) * self.rate)
+        if tokens < 1.0:
+            self._buckets[key] = (tokens, now)
+            return (1.0 - tokens) / self.rate
+        self._buckets[key] = (tokens - 1.0, now)
+        if now - self._last_sweep > self.burst / self.rate:
+            self._sweep(now)
+        return None
+
+    def _sweep(self, now: float) -> None:
+        full_after = self.burst / self.rate
+        self._buckets = {
+            key: (tokens, at)
+            for key, (tokens, at) in self._buckets.items()
+            if now - at < full_after
+        }
+        self._last_sweep = now
+
+    def __len__(self) -> int:
+        return len(self._buckets)
