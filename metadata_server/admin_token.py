@@ -58,17 +58,18 @@ def load_client_token(settings: Settings) -> str:
     )
 
 
-def ensure_server_token(settings: Settings) -> str:
-    """The token the server checks; creates the default token file when there is none."""
+def ensure_server_token(settings: Settings) -> tuple[str, Path | None]:
+    """The token the server checks, and the file it is in (None when it came from the
+    setting or environment); creates the default token file when there is none."""
     if settings.admin.token:
         if len(settings.admin.token) < MIN_LENGTH:
             raise ConfigError(f"the admin token must be at least {MIN_LENGTH} characters")
-        return settings.admin.token
+        return settings.admin.token, None
     if settings.admin.token_file is not None:
-        return read_token_file(settings.admin.token_file)
+        return read_token_file(settings.admin.token_file), settings.admin.token_file
     path = default_token_path(settings)
     if path.exists():
-        return read_token_file(path)
+        return read_token_file(path), path
     token = secrets.token_urlsafe(32)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,8 +77,8 @@ def ensure_server_token(settings: Settings) -> str:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(token + "\n")
     except FileExistsError:
-        return read_token_file(path)
+        return read_token_file(path), path
     except OSError as exc:
         raise ConfigError(f"cannot create the admin token file {path}: {exc.strerror}") from None
     log.warning("generated an admin token into %s (mode 0600)", path)
-    return token
+    return token, path

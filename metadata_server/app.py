@@ -13,19 +13,23 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 
 from metadata_server.admin_token import ensure_server_token
 from metadata_server.cloud.options import CloudOptions
 from metadata_server.config import ListenAddress, Settings
+from metadata_server.dhcp.service import METADATA_ADDRESS, DhcpService
 from metadata_server.documents import DocumentOptions
+from metadata_server.errors import ConfigError
 from metadata_server.http.admin import make_admin_app
 from metadata_server.http.cloud import add_routes as add_cloud_routes
 from metadata_server.http.guest import make_guest_app
 from metadata_server.http.keys import (
     CLOCK,
     CLOUD_OPTIONS,
+    DHCP,
     IDENTITY,
     LIMITER,
     REGISTRY,
@@ -34,7 +38,12 @@ from metadata_server.http.keys import (
     TOKEN_SECRET,
 )
 from metadata_server.identity import IdentityPolicy, IdentityResolver, NeighbourLookup
-from metadata_server.netlink import NetlinkNeighbours
+from metadata_server.netlink import (
+    BridgeAddressError,
+    NetlinkNeighbours,
+    ensure_address,
+    remove_address,
+)
 from metadata_server.ratelimit import TokenBuckets
 from metadata_server.registry import Registry
 from metadata_server.snapshot import GuestSnapshot
@@ -108,11 +117,14 @@ class MetadataService:
             )
         )
         self.admin_token = ""
+        self._token_file: Path | None = None
+        self._added_bridge_address = False
+        self.dhcp: DhcpService | None = None
         self.guest_addresses: list[BoundAddress] = []
         self.admin_address: BoundAddress | None = None
 
     async def start(self) -> None:
-        self.admin_token = ensure_server_token(self.settings)
+        self.admin_token, self._token_file = ensure_server_token(self.settings)
         await self.store.open()
         try:
             await self._start_parts()
@@ -154,6 +166,9 @@ class MetadataService:
             app[IDENTITY] = identity
             app[SETTINGS] = settings
             app[CLOCK] = self._clock
+        if settings.dhcp.daemon != "none":
+            self.dhcp = DhcpService(settings, self.store)
+            admin_app[DHCP] = self.dhcp
         guest_app[TOKEN_SECRET] = self._random_bytes(32)
         guest_app[CLOUD_OPTIONS] = CloudOptions(
             instance_type=settings.ec2.instance_type,
@@ -165,6 +180,14 @@ class MetadataService:
                 burst=settings.guest.rate_burst,
                 clock=time.monotonic,
             )
+
+        if settings.bridge is not None:
+            try:
+                self._added_bridge_address = await ensure_address(
+                    settings.bridge, METADATA_ADDRESS, 32
+                )
+            except BridgeAddressError as exc:
+                raise ConfigError(f"bridge: {exc}") from None
 
         guest_runner = web.AppRunner(guest_app, access_log=None, shutdown_timeout=2.0)
         await guest_runner.setup()
@@ -178,6 +201,10 @@ class MetadataService:
         self._runners.append(admin_runner)
         site = await _start_site(admin_runner, settings.admin.listen)
         self.admin_address = _bound(site, settings.admin.listen)
+        if self.dhcp is not None:
+            await self.dhcp.start(
+                admin_url=self._admin_url(), token=self.admin_token, token_file=self._token_file
+            )
         log.info(
             "serving %d guests; guest API on %s; admin API on %s",
             len(self.snapshot),
@@ -185,10 +212,25 @@ class MetadataService:
             self.admin_address.url,
         )
 
+    def _admin_url(self) -> str:
+        assert self.admin_address is not None
+        if self.admin_address.unix_path is not None:
+            return self.admin_address.url
+        host = self.admin_address.host
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1"
+        return BoundAddress(host, self.admin_address.port).url
+
     async def stop(self) -> None:
+        if self.dhcp is not None:
+            await self.dhcp.stop()
+            self.dhcp = None
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        if self._added_bridge_address and self.settings.bridge is not None:
+            await remove_address(self.settings.bridge, METADATA_ADDRESS, 32)
+            self._added_bridge_address = False
         if self._netlink is not None:
             await self._netlink.stop()
             self._netlink = None

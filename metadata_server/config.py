@@ -8,12 +8,14 @@ Reads the file and the environment it is given; it does not reach for either its
 from __future__ import annotations
 
 import ipaddress
+import json
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from metadata_server.dhcp.render import Subnet
 from metadata_server.errors import ConfigError, InvalidInput
 from metadata_server.identity import VERIFY_MODES
 from metadata_server.model import parse_domain
@@ -27,7 +29,7 @@ SYSTEM_DB = "/var/lib/metadata-server/registry.db"
 @dataclass(frozen=True)
 class Setting:
     path: str  # "section.key" or "key"
-    kind: str  # str | int | float | bool | list | choice
+    kind: str  # str | int | float | bool | list | choice | tables
     default: Any
     help: str
     choices: tuple[str, ...] = ()
@@ -64,6 +66,31 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ec2.token_hop_limit", "int", 1, "IP TTL of the token reply", minimum=1),
     Setting("ec2.instance_type", "str", "xen.guest", "EC2 instance-type of every guest"),
     Setting("ec2.availability_zone", "str", "local-1a", "EC2 placement/availability-zone"),
+    Setting("bridge", "str", None, "Dom0 bridge: the metadata address is put on it"),
+    Setting(
+        "dhcp.daemon",
+        "choice",
+        "none",
+        "DHCP server to configure",
+        choices=("none", "dnsmasq", "kea", "dhcpd"),
+    ),
+    Setting("dhcp.manage", "bool", False, "run dnsmasq on the subnets' bridges ourselves"),
+    Setting("dhcp.directory", "str", None, "where the DHCP files go (default: dhcp/ by the db)"),
+    Setting("dhcp.templates", "str", None, "a directory of your own DHCP templates"),
+    Setting(
+        "dhcp.subnets",
+        "tables",
+        [],
+        "guest subnets: cidr, gateway, bridge, dns, domain, lease_time",
+    ),
+    Setting("dhcp.reload_command", "list", [], "argv that restarts an unmanaged daemon"),
+    Setting("dhcp.dnsmasq_pid_file", "str", None, "pid file of an unmanaged dnsmasq (SIGHUP)"),
+    Setting("dhcp.kea_control_socket", "str", "/run/kea/kea4-ctrl-socket", "Kea's control socket"),
+    Setting("dhcp.kea_lease_file", "str", "/var/lib/kea/kea-leases4.csv", "Kea's lease file"),
+    Setting(
+        "dhcp.kea_hooks_library", "str", None, "Kea's libdhcp_run_script.so, for the lease hook"
+    ),
+    Setting("dhcp.debounce_ms", "int", 200, "quiet time before a render", minimum=0),
     Setting("admin.listen", "str", "127.0.0.1:8775", "admin API address (HOST:PORT or unix:/path)"),
     Setting("admin.token", "str", None, "admin bearer token (prefer token_file)"),
     Setting("admin.token_file", "str", None, "file holding the admin bearer token"),
@@ -126,6 +153,67 @@ class Ec2Settings:
 
 
 @dataclass(frozen=True)
+class DhcpSettings:
+    daemon: str
+    manage: bool
+    directory: Path
+    templates: Path | None
+    subnets: tuple[Subnet, ...]
+    reload_command: tuple[str, ...]
+    dnsmasq_pid_file: Path | None
+    kea_control_socket: Path
+    kea_lease_file: Path
+    kea_hooks_library: Path | None
+    debounce: float
+
+
+SUBNET_KEYS = frozenset({"cidr", "gateway", "bridge", "dns", "domain", "lease_time"})
+
+
+def parse_subnets(tables: list[dict[str, Any]], default_domain: str | None) -> tuple[Subnet, ...]:
+    subnets: list[Subnet] = []
+    for index, table in enumerate(tables):
+        where = f"dhcp.subnets[{index}]"
+        unknown = set(table) - SUBNET_KEYS
+        if unknown:
+            raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
+        try:
+            cidr = ipaddress.IPv4Network(str(table.get("cidr")), strict=True)
+        except ValueError as exc:
+            raise ConfigError(f"{where}.cidr: {exc}") from None
+        try:
+            gateway = ipaddress.IPv4Address(str(table.get("gateway")))
+        except ValueError:
+            raise ConfigError(f"{where}.gateway must be an IPv4 address") from None
+        if gateway not in cidr or gateway in (cidr.network_address, cidr.broadcast_address):
+            raise ConfigError(f"{where}.gateway {gateway} is not a host address of {cidr}")
+        dns = table.get("dns", [])
+        if not isinstance(dns, list):
+            raise ConfigError(f"{where}.dns must be a list of addresses")
+        try:
+            dns_servers = tuple(str(ipaddress.IPv4Address(str(item))) for item in dns)
+        except ValueError:
+            raise ConfigError(f"{where}.dns must be a list of IPv4 addresses") from None
+        domain = table.get("domain", default_domain)
+        if domain is not None:
+            try:
+                domain = parse_domain(domain, f"{where}.domain")
+            except InvalidInput as exc:
+                raise ConfigError(exc.detail) from None
+        lease_time = table.get("lease_time", 3600)
+        if type(lease_time) is not int or not 60 <= lease_time <= 86400 * 365:
+            raise ConfigError(f"{where}.lease_time must be seconds, from 60 to a year")
+        bridge = table.get("bridge")
+        if bridge is not None and (not isinstance(bridge, str) or not 0 < len(bridge) <= 15):
+            raise ConfigError(f"{where}.bridge must be an interface name")
+        for other in subnets:
+            if other.cidr.overlaps(cidr):
+                raise ConfigError(f"{where}.cidr {cidr} overlaps {other.cidr}")
+        subnets.append(Subnet(cidr, gateway, bridge, dns_servers, domain, lease_time))
+    return tuple(subnets)
+
+
+@dataclass(frozen=True)
 class AdminSettings:
     listen: ListenAddress
     token: str | None
@@ -144,6 +232,8 @@ class Settings:
     guest: GuestSettings
     admin: AdminSettings
     ec2: Ec2Settings
+    dhcp: DhcpSettings
+    bridge: str | None
 
     @property
     def db_dir(self) -> Path:
@@ -165,6 +255,16 @@ def _coerce(setting: Setting, value: Any, source: str) -> Any:
             raise ConfigError(f"{where} must be an integer")
         if setting.minimum is not None and value < setting.minimum:
             raise ConfigError(f"{where} must be at least {setting.minimum}")
+        return value
+    if setting.kind == "tables":
+        shape = f"a list of tables ([[{setting.path}]] in TOML, a JSON array in the environment)"
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise ConfigError(f"{where} must be {shape}") from None
+        if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+            raise ConfigError(f"{where} must be {shape}")
         return value
     if setting.kind == "float":
         if isinstance(value, str):
@@ -291,6 +391,32 @@ def build_settings(
     public_url = raw["public_url"]
     if not public_url.startswith(("http://", "https://")):
         raise ConfigError(f"public_url must start with http:// or https://, not {public_url!r}")
+    db_dir = Path(raw["db"].removeprefix("sqlite://")).parent
+    daemon = raw["dhcp.daemon"]
+    subnets = parse_subnets(raw["dhcp.subnets"], domain)
+    if daemon != "none" and not subnets:
+        raise ConfigError(f"dhcp.daemon is {daemon}: give at least one [[dhcp.subnets]]")
+    if raw["dhcp.manage"] and daemon != "dnsmasq":
+        raise ConfigError('dhcp.manage runs dnsmasq only: set dhcp.daemon = "dnsmasq"')
+    if raw["dhcp.manage"] and not all(subnet.bridge for subnet in subnets):
+        raise ConfigError("dhcp.manage needs the bridge of every subnet (dhcp.subnets[].bridge)")
+    dhcp = DhcpSettings(
+        daemon=daemon,
+        manage=raw["dhcp.manage"],
+        directory=Path(raw["dhcp.directory"]) if raw["dhcp.directory"] else db_dir / "dhcp",
+        templates=Path(raw["dhcp.templates"]) if raw["dhcp.templates"] else None,
+        subnets=subnets,
+        reload_command=tuple(raw["dhcp.reload_command"]),
+        dnsmasq_pid_file=Path(raw["dhcp.dnsmasq_pid_file"])
+        if raw["dhcp.dnsmasq_pid_file"]
+        else None,
+        kea_control_socket=Path(raw["dhcp.kea_control_socket"]),
+        kea_lease_file=Path(raw["dhcp.kea_lease_file"]),
+        kea_hooks_library=Path(raw["dhcp.kea_hooks_library"])
+        if raw["dhcp.kea_hooks_library"]
+        else None,
+        debounce=raw["dhcp.debounce_ms"] / 1000,
+    )
     return Settings(
         db=raw["db"],
         domain=domain,
@@ -305,6 +431,8 @@ def build_settings(
             rate_limit=raw["guest.rate_limit"],
             rate_burst=raw["guest.rate_burst"],
         ),
+        dhcp=dhcp,
+        bridge=raw["bridge"],
         ec2=Ec2Settings(
             tokens=raw["ec2.tokens"],
             token_hop_limit=_in_range(raw["ec2.token_hop_limit"], 1, 255, "ec2.token_hop_limit"),

@@ -95,3 +95,47 @@ class NetlinkNeighbours:
                 continue
             mac = entry.get("lladdr")
         return PeerLink(local=False, ifindex=ifindex, mac=mac.lower() if mac else None)
+
+
+class BridgeAddressError(Exception):
+    """The bridge is missing, or the address cannot be put on it."""
+
+
+async def _ifindex(ipr: Any, ifname: str) -> int:
+    links = await ipr.link_lookup(ifname=ifname)
+    if not links:
+        raise BridgeAddressError(f"there is no interface named {ifname}")
+    return int(links[0])
+
+
+async def ensure_address(ifname: str, address: str, prefixlen: int) -> bool:
+    """Put `address/prefixlen` on `ifname` unless it is there; True when this call added it."""
+    ipr = AsyncIPRoute()
+    try:
+        await ipr.setup_endpoint()
+        index = await _ifindex(ipr, ifname)
+        async for entry in await ipr.addr("dump", index=index, family=2):
+            if entry.get("address") == address and entry["prefixlen"] == prefixlen:
+                return False
+        try:
+            await ipr.addr("add", index=index, address=address, prefixlen=prefixlen)
+        except NetlinkError as exc:
+            raise BridgeAddressError(
+                f"cannot add {address}/{prefixlen} to {ifname}: {exc}"
+            ) from None
+        return True
+    finally:
+        ipr.close()
+
+
+async def remove_address(ifname: str, address: str, prefixlen: int) -> None:
+    ipr = AsyncIPRoute()
+    try:
+        await ipr.setup_endpoint()
+        index = await _ifindex(ipr, ifname)
+        try:
+            await ipr.addr("del", index=index, address=address, prefixlen=prefixlen)
+        except NetlinkError as exc:
+            log.warning("could not remove %s/%s from %s: %s", address, prefixlen, ifname, exc)
+    finally:
+        ipr.close()

@@ -9,6 +9,7 @@ the store are injected, so tests can pin them.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -29,6 +30,8 @@ from metadata_server.model import (
 )
 from metadata_server.passwords import DEFAULT_ROUNDS, generate_password, hash_password, make_salt
 from metadata_server.store.base import Change, Store
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -210,6 +213,32 @@ class Registry:
                 return
             vm = previous.with_state(State.FETCHED, self._clock(), previous.message)
             await self.store.replace(vm, event="state")
+
+    async def mark_leased(self, mac: str, address: str) -> VM:
+        """The DHCP server gave the guest a lease: registered → leased. The first lease
+        since the guest was armed is recorded even when the guest is further along
+        already (the lease hook runs after the exchange, and a quick guest may have read
+        its document by then); renewals are no news. A lease for another address than
+        the reserved one is only logged: the reservation decides the next one."""
+        async with self._lock:
+            previous = await self.get(mac)
+            if address != previous.spec.ipv4.address:
+                log.warning(
+                    "guest %s leased %s but reserves %s",
+                    previous.mac,
+                    address,
+                    previous.spec.ipv4.address,
+                )
+            if State.LEASED.value in previous.state_times:
+                return previous
+            now = self._clock()
+            if previous.state is State.REGISTERED:
+                vm = previous.with_state(State.LEASED, now, previous.message)
+            else:
+                times = {**previous.state_times, State.LEASED.value: now}
+                vm = replace(previous, state_times=times, updated_at=now)
+            await self.store.replace(vm, event="state")
+            return vm
 
     def _wake_waiters(self, changes: Sequence[Change]) -> None:
         for change in changes:

@@ -85,3 +85,46 @@ def test_bad_settings_are_clear_errors(
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read the configuration file"):
         build_settings(config_file=tmp_path / "absent.toml", env={}, flags={})
+
+
+def test_dhcp_subnets_from_toml_and_environment(tmp_path: Path) -> None:
+    toml = (
+        'domain = "guests.internal"\n[dhcp]\ndaemon = "dnsmasq"\nmanage = true\n'
+        '[[dhcp.subnets]]\ncidr = "198.18.0.0/24"\ngateway = "198.18.0.1"\nbridge = "xenbr0"\n'
+        'dns = ["198.18.0.1"]\nlease_time = 600\n'
+    )
+    s = settings(tmp_path, toml)
+    (subnet,) = s.dhcp.subnets
+    assert (str(subnet.cidr), str(subnet.gateway), subnet.bridge, subnet.dns) == (
+        "198.18.0.0/24", "198.18.0.1", "xenbr0", ("198.18.0.1",)
+    )  # fmt: skip
+    assert subnet.domain == "guests.internal" and subnet.lease_time == 600
+    env = {
+        "METADATA_SERVER_DHCP_SUBNETS": '[{"cidr": "198.19.0.0/24", "gateway": "198.19.0.1", "bridge": "br1"}]'
+    }
+    s = settings(tmp_path, toml, env)
+    assert [str(x.cidr) for x in s.dhcp.subnets] == ["198.19.0.0/24"]
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('[dhcp]\ndaemon = "kea"\n', "give at least one [[dhcp.subnets]]"),
+        ('[dhcp]\ndaemon = "kea"\nmanage = true\n[[dhcp.subnets]]\ncidr = "198.18.0.0/24"\ngateway = "198.18.0.1"\n', "dhcp.manage runs dnsmasq only"),
+        ('[dhcp]\ndaemon = "dnsmasq"\nmanage = true\n[[dhcp.subnets]]\ncidr = "198.18.0.0/24"\ngateway = "198.18.0.1"\n', "needs the bridge of every subnet"),
+        ('[[dhcp.subnets]]\ncidr = "198.18.0.1/24"\ngateway = "198.18.0.1"\n', "dhcp.subnets[0].cidr"),
+        ('[[dhcp.subnets]]\ncidr = "198.18.0.0/24"\ngateway = "198.19.0.1"\n', "is not a host address of"),
+        ('[[dhcp.subnets]]\ncidr = "198.18.0.0/24"\ngateway = "198.18.0.255"\n', "is not a host address of"),
+        ('[[dhcp.subnets]]\ncidr = "198.18.0.0/24"\ngateway = "198.18.0.1"\ncolour = 1\n', "unknown key 'colour'"),
+        ('[[dhcp.subnets]]\ncidr = "198.18.0.0/24"\ngateway = "198.18.0.1"\nlease_time = 5\n', "lease_time"),
+        ('[[dhcp.subnets]]\ncidr = "198.18.0.0/24"\ngateway = "198.18.0.1"\n[[dhcp.subnets]]\ncidr = "198.18.0.0/25"\ngateway = "198.18.0.2"\n', "overlaps"),
+        ('[dhcp]\nsubnets = "198.18.0.0/24"\n', "must be a list of tables"),
+        ('[dhcp]\ndaemon = "isc"\n', "must be one of none, dnsmasq, kea, dhcpd"),
+    ],
+    ids=["no-subnets", "manage-kea", "manage-no-bridge", "host-bits", "gateway-outside", "gateway-broadcast",
+         "unknown-key", "short-lease", "overlap", "not-tables", "bad-daemon"],
+)  # fmt: skip
+def test_bad_dhcp_settings(tmp_path: Path, toml: str, message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        settings(tmp_path, toml)
+    assert message in error.value.detail

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from metadata_server import __version__
-from metadata_server.cli import serve, vm
+from metadata_server.cli import dhcp, serve, vm
 from metadata_server.cli.client import CommandError
 from metadata_server.config import Settings, build_settings
 from metadata_server.errors import MetadataError
@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("vm", help="manage guests through the admin API")
     vm_commands = p.add_subparsers(dest="vm_command", required=True, metavar="ACTION")
     vm.add_parsers(vm_commands, _add_common)
+
+    p = commands.add_parser("dhcp", help="DHCP files from the registry; the lease hook")
+    dhcp_commands = p.add_subparsers(dest="dhcp_command", required=True, metavar="ACTION")
+    dhcp.add_parsers(dhcp_commands, _add_common)
     return parser
 
 

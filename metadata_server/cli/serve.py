@@ -37,6 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="IMDSv2 session tokens on the EC2 routes",
     )
     p.add_argument("--domain", help="default DNS domain of guests")
+    p.add_argument("--bridge", help="Dom0 bridge that gets the metadata address")
     p.add_argument("--public-url", help="how guests reach the guest API")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     p.add_argument("--demo", action="store_true", help="register a demo guest on 127.0.0.1")
@@ -52,6 +53,7 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
         "guest.serve_secrets_once": args.serve_secrets_once,
         "ec2.tokens": args.imds_tokens,
         "domain": args.domain,
+        "bridge": args.bridge,
         "public_url": args.public_url,
         "log_level": args.log_level,
     }

@@ -71,7 +71,7 @@ def _run(
     handler: Callable[[AdminClient, argparse.Namespace], Any],
 ) -> int:
     settings = settings_from(args, {})
-    url = args.url or _url_of(settings)
+    url = args.url or url_of(settings)
     client = AdminClient(url, load_client_token(settings))
     result = asyncio.run(handler(client, args))
     if result is not None:
@@ -79,7 +79,7 @@ def _run(
     return 0
 
 
-def _url_of(settings: Settings) -> str:
+def url_of(settings: Settings) -> str:
     listen = settings.admin.listen
     if listen.unix_path is not None:
         return f"unix:{listen.unix_path}"

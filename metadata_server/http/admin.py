@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from aiohttp import web
 
 from metadata_server.errors import InvalidInput, NotFound
-from metadata_server.http.keys import REGISTRY, SETTINGS, SNAPSHOT
+from metadata_server.http.keys import DHCP, REGISTRY, SETTINGS, SNAPSHOT
 from metadata_server.http.middleware import (
     bearer_auth,
     decode_text,
@@ -25,7 +25,7 @@ from metadata_server.http.middleware import (
     read_json,
 )
 from metadata_server.http.openapi import openapi_document
-from metadata_server.model import State, parse_mac, vm_to_json
+from metadata_server.model import State, parse_ipv4, parse_mac, vm_to_json
 from metadata_server.registry import status_json
 from metadata_server.store.base import Change
 
@@ -171,6 +171,24 @@ async def vm_status(request: web.Request) -> web.Response:
     return web.json_response(status_json(vm))
 
 
+async def dhcp_status(request: web.Request) -> web.Response:
+    service = request.app.get(DHCP)
+    status = service.status() if service is not None else None
+    if status is None:
+        return web.json_response({"daemon": "none", "ok": None})
+    return web.json_response(status.to_json())
+
+
+async def report_lease(request: web.Request) -> web.Response:
+    """The DHCP lease hook's report: the guest holds a lease (registered → leased)."""
+    body = await read_json(request, 4096)
+    if not isinstance(body, dict) or set(body) - {"address"} or "address" not in body:
+        raise InvalidInput('a lease report is {"address": "..."}')
+    address = str(parse_ipv4(body["address"], "address"))
+    vm = await request.app[REGISTRY].mark_leased(request.match_info["mac"], address)
+    return web.json_response(status_json(vm))
+
+
 def _sse(event: str, data: Mapping[str, object]) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
@@ -232,6 +250,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/vms/{mac}/rearm", rearm_vm)
     app.router.add_get("/api/v1/vms/{mac}/status", vm_status)
     app.router.add_get("/api/v1/events", events)
+    app.router.add_get("/api/v1/dhcp/status", dhcp_status)
+    app.router.add_post("/api/v1/vms/{mac}/lease", report_lease)
 
 
 def make_admin_app(token: str) -> web.Application:

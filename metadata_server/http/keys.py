@@ -8,6 +8,7 @@ from aiohttp import web
 
 from metadata_server.cloud.options import CloudOptions
 from metadata_server.config import Settings
+from metadata_server.dhcp.service import DhcpService
 from metadata_server.identity import IdentityResolver
 from metadata_server.ratelimit import TokenBuckets
 from metadata_server.registry import Registry
@@ -20,4 +21,5 @@ SETTINGS = web.AppKey("settings", Settings)
 LIMITER = web.AppKey("limiter", TokenBuckets)
 TOKEN_SECRET = web.AppKey("token_secret", bytes)
 CLOUD_OPTIONS = web.AppKey("cloud_options", CloudOptions)
+DHCP = web.AppKey("dhcp", DhcpService)
 CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")

@@ -301,6 +301,53 @@ def openapi_document() -> dict[str, Any]:
                     },
                 },
             },
+            "/api/v1/vms/{mac}/lease": {
+                "parameters": [_MAC_PARAM],
+                "post": {
+                    "summary": "The DHCP lease hook's report: registered → leased",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["address"],
+                                    "properties": {"address": {"type": "string", "format": "ipv4"}},
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": _json({"$ref": "#/components/schemas/Status"}, "State"),
+                        **_errors(400, 401, 404),
+                    },
+                },
+            },
+            "/api/v1/dhcp/status": {
+                "get": {
+                    "summary": "The DHCP configuration: last render, check, write and reload",
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "daemon": {"type": "string"},
+                                    "ok": {"type": "boolean", "nullable": True},
+                                    "error": {"type": "string", "nullable": True},
+                                    "guests": {"type": "integer"},
+                                    "renders": {"type": "integer"},
+                                    "writes": {"type": "integer"},
+                                    "reloads": {"type": "integer"},
+                                    "last_attempt": {"type": "number", "nullable": True},
+                                    "last_success": {"type": "number", "nullable": True},
+                                },
+                            },
+                            "Status",
+                        ),
+                        **_errors(401),
+                    },
+                }
+            },
             "/api/v1/events": {
                 "get": {
                     "summary": "Server-sent events: created, updated, state, deleted",

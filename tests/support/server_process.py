@@ -45,14 +45,20 @@ def _wait_ready(
 
 @contextlib.contextmanager
 def server_process(
-    args: Sequence[str], log_path: Path, *, env: dict[str, str] | None = None, timeout: float = 20
+    args: Sequence[str],
+    log_path: Path,
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float = 20,
+    prefix: Sequence[str] = (),
 ) -> Iterator[ServerProcess]:
-    """`metadata-server serve ARGS` with its log in `log_path`; killed on exit."""
+    """`metadata-server serve ARGS` with its log in `log_path`; stopped on exit.
+    `prefix` runs it through another command, e.g. `ip netns exec NAME`."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("METADATA_SERVER_")}
     full_env.update(env or {})
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "metadata_server", "serve", *args],
+            [*prefix, sys.executable, "-m", "metadata_server", "serve", *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=full_env,

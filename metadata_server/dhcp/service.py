@@ -1,0 +1,122 @@
+"""DHCP as one part the composition root starts and stops: the daemon adapter chosen by
+`dhcp.daemon`, dnsmasq run by the server when `dhcp.manage`, the lease hook's wrapper
+script, and the sync that follows the registry."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from metadata_server.config import Settings
+from metadata_server.dhcp.daemons import Daemon, Dhcpd, Dnsmasq, Kea
+from metadata_server.dhcp.managed import ManagedDnsmasq
+from metadata_server.dhcp.render import DhcpPlan
+from metadata_server.dhcp.sync import DhcpStatus, DhcpSync
+from metadata_server.dhcp.templates import template_environment
+from metadata_server.errors import ConfigError
+from metadata_server.store.base import Store
+
+log = logging.getLogger(__name__)
+METADATA_ADDRESS = "169.254.169.254"
+
+
+def dhcp_plan(settings: Settings, *, lease_hook: Path | None = None) -> DhcpPlan:
+    dhcp = settings.dhcp
+    return DhcpPlan(
+        subnets=dhcp.subnets,
+        metadata_address=METADATA_ADDRESS,
+        metadata_url=settings.public_url,
+        kea_control_socket=str(dhcp.kea_control_socket),
+        kea_lease_file=str(dhcp.kea_lease_file),
+        kea_hooks_library=str(dhcp.kea_hooks_library) if dhcp.kea_hooks_library else None,
+        lease_hook=str(lease_hook) if lease_hook else None,
+    )
+
+
+def daemon_for(settings: Settings, managed: ManagedDnsmasq | None = None) -> Daemon:
+    dhcp = settings.dhcp
+    if dhcp.daemon == "dnsmasq":
+        return Dnsmasq(dhcp.dnsmasq_pid_file, dhcp.reload_command, managed)
+    if dhcp.daemon == "kea":
+        return Kea("kea-dhcp4.conf", dhcp.kea_control_socket)
+    if dhcp.daemon == "dhcpd":
+        return Dhcpd("dhcpd.conf", dhcp.reload_command)
+    raise ValueError(f"no DHCP daemon is configured ({dhcp.daemon})")
+
+
+def write_lease_hook(directory: Path, admin_url: str, token: str, token_file: Path | None) -> Path:
+    """A wrapper the DHCP daemon can run with its own arguments: it calls
+    `metadata-server dhcp lease-hook` with this server's admin URL and token file."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if token_file is None:
+        token_file = directory / "lease-hook.token"
+        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(token + "\n")
+    script = directory / "lease-hook"
+    command = [sys.executable, "-m", "metadata_server", "dhcp", "lease-hook"]
+    command += ["--url", admin_url, "--admin-token-file", str(token_file.resolve())]
+    text = "#!/bin/sh\n# Written by metadata-server: reports DHCP leases to its admin API.\n"
+    text += f'exec {shlex.join(command)} "$@"\n'
+    temporary = script.with_suffix(".new")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o700)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(temporary, script)
+    return script
+
+
+class DhcpService:
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self.managed: ManagedDnsmasq | None = None
+        self.sync: DhcpSync | None = None
+
+    async def start(
+        self, *, admin_url: str, token: str, token_file: Path | None, host: str | None = None
+    ) -> None:
+        dhcp = self.settings.dhcp
+        directory = dhcp.directory
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            reason = exc.strerror
+            raise ConfigError(f"dhcp.directory: cannot create {directory}: {reason}") from None
+        hook: Path | None = None
+        if dhcp.manage or dhcp.kea_hooks_library is not None:
+            hook = write_lease_hook(directory, admin_url, token, token_file)
+        if dhcp.manage:
+            bridges = [subnet.bridge for subnet in dhcp.subnets if subnet.bridge]
+            self.managed = ManagedDnsmasq(directory, bridges, lease_script=hook)
+        self.sync = DhcpSync(
+            daemon_for(self.settings, self.managed),
+            directory,
+            dhcp_plan(self.settings, lease_hook=hook),
+            template_environment(dhcp.templates),
+            self.store,
+            host=host,
+            debounce=dhcp.debounce,
+        )
+        await self.sync.sync_now()
+        if self.managed is not None:
+            await self.managed.start()
+        self.sync.follow()
+
+    async def stop(self) -> None:
+        if self.sync is not None:
+            await self.sync.stop()
+        if self.managed is not None:
+            await self.managed.stop()
+
+    def status(self) -> DhcpStatus | None:
+        if self.sync is None:
+            return None
+        status = self.sync.status()
+        process = self.managed.process if self.managed else None
+        status.managed_pid = process.pid if process and process.returncode is None else None
+        status.managed_restarts = self.managed.restarts if self.managed else 0
+        return status

@@ -1,0 +1,200 @@
+"""The whole DHCP path with real parts: the server (as a process, in a Dom0 namespace)
+runs dnsmasq on the bridge; guests in their own namespaces get their reserved address,
+hostname, option 121 route and metadata URL from busybox udhcpc, then read their own
+configuration at 169.254.169.254; the lease hook marks them leased; a registry change
+shows at the next exchange; a broken template leaves files and dnsmasq untouched."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.conftest import ADMIN_TOKEN, guest_body, mac_of
+from tests.support.dhcp_client import get_lease, install_script, option_text
+from tests.support.netns import BridgeNetwork, bridge_network
+from tests.support.requirements import need_root, need_tools
+from tests.support.server_process import ServerProcess, server_process
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "dhcp_templates"
+
+
+@pytest.fixture
+def net() -> Iterator[BridgeNetwork]:
+    need_root()
+    need_tools("ip", "dnsmasq", "busybox", "curl")
+    with bridge_network() as network:
+        yield network
+
+
+def config(tmp_path: Path, templates: Path | None = None) -> Path:
+    directory = Path("/tmp") / f"ms-dhcp-{tmp_path.name}"  # dnsmasq (user dnsmasq) must read it
+    shutil.rmtree(directory, ignore_errors=True)
+    lines = [
+        f'db = "{tmp_path}/registry.db"',
+        'domain = "guests.internal"',
+        'bridge = "br0"',
+        "[guest]",
+        'listen = ["169.254.169.254:80"]',
+        "[admin]",  # a unix socket reaches across network namespaces; 127.0.0.1 would not
+        f'listen = "unix:{directory}.admin.sock"',
+        "[dhcp]",
+        'daemon = "dnsmasq"',
+        "manage = true",
+        f'directory = "{directory}"',
+        "debounce_ms = 50",
+    ]
+    if templates is not None:
+        lines.append(f'templates = "{templates}"')
+    lines += [
+        "[[dhcp.subnets]]",
+        'cidr = "198.18.0.0/24"',
+        'gateway = "198.18.0.1"',
+        'bridge = "br0"',
+        'dns = ["198.18.0.1"]',
+        "lease_time = 600",
+    ]
+    path = tmp_path / "config.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+async def admin(
+    server: ServerProcess, method: str, path: str, body: object = None
+) -> tuple[int, object]:
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    connector = aiohttp.UnixConnector(path=server.admin_url.removeprefix("unix:"))
+    async with (
+        aiohttp.ClientSession(headers=headers, connector=connector) as session,
+        session.request(method, "http://admin" + path, json=body) as response,
+    ):
+        return response.status, await response.json()
+
+
+async def wait_for_dhcp(server: ServerProcess, syncs_after: int) -> dict[str, object]:
+    """The DHCP status once a sync after the `syncs_after`-th has finished."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        _, status = await admin(server, "GET", "/api/v1/dhcp/status")
+        assert isinstance(status, dict)
+        if int(status["syncs"]) > syncs_after:
+            return status
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no DHCP sync after {syncs_after}: {status}")
+
+
+async def test_guests_get_their_reservation_and_reach_their_config(
+    net: BridgeNetwork, tmp_path: Path
+) -> None:
+    env = {"METADATA_SERVER_ADMIN_TOKEN": ADMIN_TOKEN}
+    prefix = net.dom0.argv()
+    with server_process(
+        ["--config", str(config(tmp_path))], tmp_path / "server.log", env=env, prefix=prefix
+    ) as server:
+        _, before = await admin(server, "GET", "/api/v1/dhcp/status")
+        guests = {}
+        for n in (1, 2):
+            body = guest_body(
+                n, ipv4={"address": f"198.18.0.{20 + n}", "prefix": 24, "gateway": "198.18.0.1"}
+            )
+            status, _ = await admin(server, "PUT", f"/api/v1/vms/{mac_of(n)}", body)
+            assert status == 201
+        dhcp = await wait_for_dhcp(server, int(before["syncs"]))  # type: ignore[index]
+        assert dhcp["ok"] is True and dhcp["guests"] == 2 and dhcp["managed_pid"]
+        script = install_script(tmp_path)
+        for n in (1, 2):
+            guest = net.add_guest(mac_of(n))
+            lease = await asyncio.to_thread(get_lease, guest.ns, script, tmp_path / f"lease{n}")
+            assert lease["ip"] == f"198.18.0.{20 + n}" and lease["mask"] == "24"
+            assert lease["hostname"] == f"guest{n}" and lease["domain"] == "guests.internal"
+            assert lease["staticroutes"] == "169.254.169.254/32 198.18.0.1 0.0.0.0/0 198.18.0.1"
+            assert option_text(lease["opt224"]) == "http://169.254.169.254"
+            out = await asyncio.to_thread(
+                guest.ns.run, "curl", "-s", "--max-time", "5", "http://169.254.169.254/v1/config"
+            )
+            assert json.loads(out)["hostname"] == f"guest{n}"
+            guests[n] = guest
+
+        # The lease hook (dnsmasq --dhcp-script) reported the lease: registered → leased,
+        # then the fetch above moved it on to fetched.
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            _, vm = await admin(server, "GET", f"/api/v1/vms/{mac_of(1)}")
+            if "leased" in vm["state_times"]:  # type: ignore[index]
+                break
+            await asyncio.sleep(0.2)
+        assert "leased" in vm["state_times"], vm  # type: ignore[index]
+
+        # A registry change shows at the next DHCP exchange.
+        _, before = await admin(server, "GET", "/api/v1/dhcp/status")
+        status, _ = await admin(
+            server,
+            "PATCH",
+            f"/api/v1/vms/{mac_of(1)}",
+            {"ipv4": {"address": "198.18.0.99"}, "hostname": "renamed"},
+        )
+        assert status == 200
+        await wait_for_dhcp(server, int(before["syncs"]))  # type: ignore[index]
+        lease = await asyncio.to_thread(get_lease, guests[1].ns, script, tmp_path / "lease1b")
+        assert lease["ip"] == "198.18.0.99" and lease["hostname"] == "renamed"
+
+        # An unknown MAC gets nothing.
+        stranger = net.add_guest("02:00:c6:12:00:ee")
+        with pytest.raises(RuntimeError):
+            await asyncio.to_thread(
+                get_lease, stranger.ns, script, tmp_path / "lease-x", timeout=15
+            )
+        assert "169.254.169.254/32" in net.dom0.run("ip", "-br", "addr", "show", "br0")
+    # The server put the metadata address on the bridge, and took it away when it stopped.
+    assert "169.254.169.254" not in net.dom0.run("ip", "-br", "addr", "show", "br0")
+
+
+async def test_broken_template_leaves_files_and_dnsmasq_untouched(
+    net: BridgeNetwork, tmp_path: Path
+) -> None:
+    templates = tmp_path / "templates"
+    shutil.copytree(TEMPLATES, templates)
+    env = {"METADATA_SERVER_ADMIN_TOKEN": ADMIN_TOKEN}
+    path = config(tmp_path, templates)
+    with server_process(
+        ["--config", str(path)], tmp_path / "server.log", env=env, prefix=net.dom0.argv()
+    ) as server:
+        await admin(
+            server,
+            "PUT",
+            f"/api/v1/vms/{mac_of(1)}",
+            guest_body(1, ipv4={"address": "198.18.0.21", "prefix": 24}),
+        )
+        good = await wait_for_dhcp(server, 0)
+        directory = Path(str(good["directory"]))
+        before = {
+            name: (directory / name).read_text() for name in ("dnsmasq.conf", "dnsmasq-hosts")
+        }
+
+        (templates / "dnsmasq-hosts.j2").write_text("{{ hosts | no_such_filter }}\n")
+        await admin(
+            server,
+            "PUT",
+            f"/api/v1/vms/{mac_of(2)}",
+            guest_body(2, ipv4={"address": "198.18.0.22", "prefix": 24}),
+        )
+        broken = await wait_for_dhcp(server, int(good["syncs"]))
+        assert broken["ok"] is False and "template" in str(broken["error"])
+        assert {name: (directory / name).read_text() for name in before} == before
+        assert broken["managed_pid"] == good["managed_pid"] and broken["reloads"] == good["reloads"]
+
+        # A template that renders, but into a configuration dnsmasq's checker refuses.
+        (templates / "dnsmasq-hosts.j2").write_text((TEMPLATES / "dnsmasq-hosts.j2").read_text())
+        (templates / "dnsmasq.conf.j2").write_text("dhcp-range=not,a,range\n")
+        await admin(server, "PATCH", f"/api/v1/vms/{mac_of(2)}", {"hostname": "again"})
+        refused = await wait_for_dhcp(server, int(broken["syncs"]))
+        assert refused["ok"] is False and "dnsmasq refused it" in str(refused["error"])
+        assert {name: (directory / name).read_text() for name in before} == before
+        assert refused["managed_pid"] == good["managed_pid"]
+        assert "DHCP configuration not applied" in server.log()
