@@ -21,6 +21,7 @@ from metadata_server.admin_token import ensure_server_token
 from metadata_server.cloud.options import CloudOptions
 from metadata_server.config import ListenAddress, Settings
 from metadata_server.dhcp.service import METADATA_ADDRESS, DhcpService
+from metadata_server.dns.service import DnsService
 from metadata_server.documents import DocumentOptions
 from metadata_server.errors import ConfigError
 from metadata_server.http.admin import make_admin_app
@@ -120,6 +121,7 @@ class MetadataService:
         self._token_file: Path | None = None
         self._added_bridge_address = False
         self.dhcp: DhcpService | None = None
+        self.dns: DnsService | None = None
         self.guest_addresses: list[BoundAddress] = []
         self.admin_address: BoundAddress | None = None
 
@@ -196,6 +198,10 @@ class MetadataService:
             site = await _start_site(guest_runner, listen)
             self.guest_addresses.append(_bound(site, listen))
 
+        if settings.dns is not None:
+            self.dns = DnsService(settings.dns, self.store, settings.domain)
+            await self.dns.start()
+
         admin_runner = web.AppRunner(admin_app, shutdown_timeout=2.0)
         await admin_runner.setup()
         self._runners.append(admin_runner)
@@ -228,6 +234,9 @@ class MetadataService:
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        if self.dns is not None:
+            await self.dns.stop()
+            self.dns = None
         if self._added_bridge_address and self.settings.bridge is not None:
             await remove_address(self.settings.bridge, METADATA_ADDRESS, 32)
             self._added_bridge_address = False

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from metadata_server.dhcp.render import Subnet
+from metadata_server.dns.settings import DnsSettings, parse_endpoint
 from metadata_server.errors import ConfigError, InvalidInput
 from metadata_server.identity import VERIFY_MODES
 from metadata_server.model import parse_domain
@@ -91,6 +92,12 @@ SETTINGS: tuple[Setting, ...] = (
         "dhcp.kea_hooks_library", "str", None, "Kea's libdhcp_run_script.so, for the lease hook"
     ),
     Setting("dhcp.debounce_ms", "int", 200, "quiet time before a render", minimum=0),
+    Setting("dns.listen", "list", [], "DNS responder addresses IP[:port] (53); empty: no DNS"),
+    Setting("dns.zone", "str", None, "the guests' zone (default: domain)"),
+    Setting("dns.metadata_name", "str", "metadata", "name of the metadata address in the zone"),
+    Setting("dns.upstreams", "list", [], "resolvers for other names, IP[:port]; empty: REFUSED"),
+    Setting("dns.ttl", "int", 60, "TTL of answers, negative answers included", minimum=0),
+    Setting("dns.upstream_timeout", "float", 2.0, "seconds to wait for an upstream"),
     Setting("admin.listen", "str", "127.0.0.1:8775", "admin API address (HOST:PORT or unix:/path)"),
     Setting("admin.token", "str", None, "admin bearer token (prefer token_file)"),
     Setting("admin.token_file", "str", None, "file holding the admin bearer token"),
@@ -234,6 +241,7 @@ class Settings:
     ec2: Ec2Settings
     dhcp: DhcpSettings
     bridge: str | None
+    dns: DnsSettings | None
 
     @property
     def db_dir(self) -> Path:
@@ -417,6 +425,20 @@ def build_settings(
         else None,
         debounce=raw["dhcp.debounce_ms"] / 1000,
     )
+    dns: DnsSettings | None = None
+    if raw["dns.listen"]:
+        zone = raw["dns.zone"] or domain
+        if zone is None:
+            raise ConfigError("dns.listen is set: give dns.zone (or domain) for the guests' zone")
+        dns = DnsSettings(
+            listen=tuple(parse_endpoint(text, "dns.listen") for text in raw["dns.listen"]),
+            zone=zone,
+            metadata_name=raw["dns.metadata_name"],
+            metadata_address="169.254.169.254",
+            upstreams=tuple(parse_endpoint(text, "dns.upstreams") for text in raw["dns.upstreams"]),
+            ttl=raw["dns.ttl"],
+            upstream_timeout=raw["dns.upstream_timeout"],
+        )
     return Settings(
         db=raw["db"],
         domain=domain,
@@ -433,6 +455,7 @@ def build_settings(
         ),
         dhcp=dhcp,
         bridge=raw["bridge"],
+        dns=dns,
         ec2=Ec2Settings(
             tokens=raw["ec2.tokens"],
             token_hop_limit=_in_range(raw["ec2.token_hop_limit"], 1, 255, "ec2.token_hop_limit"),

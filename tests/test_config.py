@@ -128,3 +128,34 @@ def test_bad_dhcp_settings(tmp_path: Path, toml: str, message: str) -> None:
     with pytest.raises(ConfigError) as error:
         settings(tmp_path, toml)
     assert message in error.value.detail
+
+
+def test_dns_settings(tmp_path: Path) -> None:
+    s = settings(
+        tmp_path,
+        'domain = "guests.internal"\n[dns]\nlisten = ["198.18.0.1", "127.0.0.1:5353"]\nupstreams = ["192.0.2.53:53"]\n',
+    )
+    assert s.dns is not None
+    assert s.dns.listen == (("198.18.0.1", 53), ("127.0.0.1", 5353))
+    assert s.dns.zone == "guests.internal" and s.dns.upstreams == (("192.0.2.53", 53),)
+    assert settings(tmp_path, "").dns is None
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('[dns]\nlisten = ["198.18.0.1"]\n', "give dns.zone (or domain)"),
+        ('domain = "g.internal"\n[dns]\nlisten = ["resolver.example"]\n', "is not an IP address"),
+        ('domain = "g.internal"\n[dns]\nlisten = ["198.18.0.1:99999"]\n', "port 99999"),
+        (
+            'domain = "g.internal"\n[dns]\nlisten = ["198.18.0.1"]\nupstreams = ["198.18.0.1"]\n',
+            "is this responder itself",
+        ),
+        ('[dns]\nlisten = ["198.18.0.1"]\nzone = "bad_zone"\n', "dns.zone"),
+    ],
+    ids=["no-zone", "name-not-address", "bad-port", "loop", "bad-zone"],
+)
+def test_bad_dns_settings(tmp_path: Path, toml: str, message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        settings(tmp_path, toml)
+    assert message in error.value.detail

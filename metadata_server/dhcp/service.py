@@ -4,16 +4,18 @@ script, and the sync that follows the registry."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import shlex
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from metadata_server.config import Settings
 from metadata_server.dhcp.daemons import Daemon, Dhcpd, Dnsmasq, Kea
 from metadata_server.dhcp.managed import ManagedDnsmasq
-from metadata_server.dhcp.render import DhcpPlan
+from metadata_server.dhcp.render import DhcpPlan, Subnet
 from metadata_server.dhcp.sync import DhcpStatus, DhcpSync
 from metadata_server.dhcp.templates import template_environment
 from metadata_server.errors import ConfigError
@@ -23,10 +25,28 @@ log = logging.getLogger(__name__)
 METADATA_ADDRESS = "169.254.169.254"
 
 
+def guest_dns_servers(settings: Settings, subnet: Subnet) -> tuple[str, ...]:
+    """The DNS servers a subnet's guests are told: this server's own responder where it
+    listens on port 53 on that subnet (or on the metadata address, which every guest
+    routes to), else the subnet's configured `dns`."""
+    if settings.dns is None:
+        return subnet.dns
+    ours = [
+        host
+        for host, port in settings.dns.listen
+        if port == 53
+        and ipaddress.ip_address(host).version == 4
+        and (ipaddress.IPv4Address(host) in subnet.cidr or host == METADATA_ADDRESS)
+    ]
+    return tuple(ours) or subnet.dns
+
+
 def dhcp_plan(settings: Settings, *, lease_hook: Path | None = None) -> DhcpPlan:
     dhcp = settings.dhcp
     return DhcpPlan(
-        subnets=dhcp.subnets,
+        subnets=tuple(
+            replace(subnet, dns=guest_dns_servers(settings, subnet)) for subnet in dhcp.subnets
+        ),
         metadata_address=METADATA_ADDRESS,
         metadata_url=settings.public_url,
         kea_control_socket=str(dhcp.kea_control_socket),

@@ -53,6 +53,8 @@ def config(tmp_path: Path, templates: Path | None = None) -> Path:
     if templates is not None:
         lines.append(f'templates = "{templates}"')
     lines += [
+        "[dns]",  # the server's own responder, which DHCP then hands out to the guests
+        'listen = ["198.18.0.1:53"]',
         "[[dhcp.subnets]]",
         'cidr = "198.18.0.0/24"',
         'gateway = "198.18.0.1"',
@@ -113,6 +115,7 @@ async def test_guests_get_their_reservation_and_reach_their_config(
             lease = await asyncio.to_thread(get_lease, guest.ns, script, tmp_path / f"lease{n}")
             assert lease["ip"] == f"198.18.0.{20 + n}" and lease["mask"] == "24"
             assert lease["hostname"] == f"guest{n}" and lease["domain"] == "guests.internal"
+            assert lease["dns"] == "198.18.0.1", "the server's own DNS responder"
             assert lease["staticroutes"] == "169.254.169.254/32 198.18.0.1 0.0.0.0/0 198.18.0.1"
             assert option_text(lease["opt224"]) == "http://169.254.169.254"
             out = await asyncio.to_thread(
@@ -120,6 +123,15 @@ async def test_guests_get_their_reservation_and_reach_their_config(
             )
             assert json.loads(out)["hostname"] == f"guest{n}"
             guests[n] = guest
+        # Guests resolve each other and the metadata server by name, through the DHCP's DNS.
+        out = await asyncio.to_thread(
+            guests[2].ns.run, "busybox", "nslookup", "guest1.guests.internal", "198.18.0.1"
+        )
+        assert "198.18.0.21" in out
+        out = await asyncio.to_thread(
+            guests[2].ns.run, "busybox", "nslookup", "metadata.guests.internal", "198.18.0.1"
+        )
+        assert "169.254.169.254" in out
 
         # The lease hook (dnsmasq --dhcp-script) reported the lease: registered → leased,
         # then the fetch above moved it on to fetched.

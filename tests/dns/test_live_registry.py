@@ -11,22 +11,23 @@ import pytest
 from metadata_server.app import MetadataService
 from metadata_server.dns.service import DnsService
 from tests.conftest import ADMIN_TOKEN, Api, guest_body, mac_of, make_settings
-from tests.dns.support import ZONE, dns_settings, parse, query, tcp_exchange, udp_exchange
+from tests.dns.support import ZONE, parse, query, tcp_exchange, udp_exchange
 
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[tuple[MetadataService, DnsService, Api]]:
-    service = MetadataService(make_settings(tmp_path, domain=ZONE))
+    """The server as `serve` runs it, with `[dns] listen` set: DNS starts and stops with it."""
+    service = MetadataService(
+        make_settings(tmp_path, domain=ZONE, **{"dns.listen": ["127.0.0.1:0"]})
+    )
     await service.start()
-    dns = DnsService(dns_settings(), service.store, service.settings.domain)
     try:
-        await dns.start()
-        assert service.admin_address is not None
+        assert service.admin_address is not None and service.dns is not None
         async with aiohttp.ClientSession() as session:
-            yield service, dns, Api(session, service.admin_address.url, ADMIN_TOKEN)
+            yield service, service.dns, Api(session, service.admin_address.url, ADMIN_TOKEN)
     finally:
-        await dns.stop()
         await service.stop()
+    assert service.dns is None
 
 
 async def test_admin_changes_resolve_at_once(
