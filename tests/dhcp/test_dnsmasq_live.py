@@ -13,14 +13,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from tests.conftest import ADMIN_TOKEN, guest_body, mac_of
 from tests.support.dhcp_client import get_lease, install_script, option_text
+from tests.support.dom0 import admin_call, dom0_config, wait_for_dhcp
 from tests.support.netns import BridgeNetwork, bridge_network
 from tests.support.requirements import need_root, need_tools
-from tests.support.server_process import ServerProcess, server_process
+from tests.support.server_process import server_process
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "dhcp_templates"
 
@@ -34,61 +34,10 @@ def net() -> Iterator[BridgeNetwork]:
 
 
 def config(tmp_path: Path, templates: Path | None = None) -> Path:
-    directory = Path("/tmp") / f"ms-dhcp-{tmp_path.name}"  # dnsmasq (user dnsmasq) must read it
-    shutil.rmtree(directory, ignore_errors=True)
-    lines = [
-        f'db = "{tmp_path}/registry.db"',
-        'domain = "guests.internal"',
-        'bridge = "br0"',
-        "[guest]",
-        'listen = ["169.254.169.254:80"]',
-        "[admin]",  # a unix socket reaches across network namespaces; 127.0.0.1 would not
-        f'listen = "unix:{directory}.admin.sock"',
-        "[dhcp]",
-        'daemon = "dnsmasq"',
-        "manage = true",
-        f'directory = "{directory}"',
-        "debounce_ms = 50",
-    ]
-    if templates is not None:
-        lines.append(f'templates = "{templates}"')
-    lines += [
-        "[dns]",  # the server's own responder, which DHCP then hands out to the guests
-        'listen = ["198.18.0.1:53"]',
-        "[[dhcp.subnets]]",
-        'cidr = "198.18.0.0/24"',
-        'gateway = "198.18.0.1"',
-        'bridge = "br0"',
-        'dns = ["198.18.0.1"]',
-        "lease_time = 600",
-    ]
-    path = tmp_path / "config.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return dom0_config(tmp_path, templates=templates)
 
 
-async def admin(
-    server: ServerProcess, method: str, path: str, body: object = None
-) -> tuple[int, object]:
-    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    connector = aiohttp.UnixConnector(path=server.admin_url.removeprefix("unix:"))
-    async with (
-        aiohttp.ClientSession(headers=headers, connector=connector) as session,
-        session.request(method, "http://admin" + path, json=body) as response,
-    ):
-        return response.status, await response.json()
-
-
-async def wait_for_dhcp(server: ServerProcess, syncs_after: int) -> dict[str, object]:
-    """The DHCP status once a sync after the `syncs_after`-th has finished."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        _, status = await admin(server, "GET", "/api/v1/dhcp/status")
-        assert isinstance(status, dict)
-        if int(status["syncs"]) > syncs_after:
-            return status
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no DHCP sync after {syncs_after}: {status}")
+admin = admin_call
 
 
 async def test_guests_get_their_reservation_and_reach_their_config(

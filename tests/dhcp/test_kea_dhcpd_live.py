@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ADMIN_TOKEN, guest_body, mac_of
-from tests.dhcp.test_dnsmasq_live import admin, wait_for_dhcp
 from tests.support.dhcp_client import get_lease, install_script, option_text
+from tests.support.dom0 import admin_call as admin
+from tests.support.dom0 import wait_for_dhcp
 from tests.support.netns import BridgeNetwork, Netns, bridge_network
 from tests.support.requirements import need_root, need_tools
 from tests.support.server_process import server_process
