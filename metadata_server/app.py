@@ -26,13 +26,13 @@ from metadata_server.documents import DocumentOptions
 from metadata_server.errors import ConfigError
 from metadata_server.http.admin import make_admin_app
 from metadata_server.http.cloud import add_routes as add_cloud_routes
-from metadata_server.http.guest import make_guest_app
+from metadata_server.http.guest import GuestGate, make_guest_app
 from metadata_server.http.keys import (
     CLOCK,
     CLOUD_OPTIONS,
     DHCP,
+    GATE,
     IDENTITY,
-    LIMITER,
     REGISTRY,
     SETTINGS,
     SNAPSHOT,
@@ -176,12 +176,16 @@ class MetadataService:
             instance_type=settings.ec2.instance_type,
             availability_zone=settings.ec2.availability_zone,
         )
-        if settings.guest.rate_limit > 0:
-            guest_app[LIMITER] = TokenBuckets(
+        limiter = (
+            TokenBuckets(
                 rate=settings.guest.rate_limit,
                 burst=settings.guest.rate_burst,
                 clock=time.monotonic,
             )
+            if settings.guest.rate_limit > 0
+            else None
+        )
+        guest_app[GATE] = GuestGate(identity, limiter, self.registry)
 
         if settings.bridge is not None:
             try:

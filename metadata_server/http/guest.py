@@ -27,10 +27,12 @@ from metadata_server.errors import (
     NotFound,
     TooManyRequests,
 )
-from metadata_server.http.keys import IDENTITY, LIMITER, REGISTRY, SNAPSHOT
+from metadata_server.http.keys import GATE, REGISTRY, SNAPSHOT
 from metadata_server.http.middleware import decode_text, error_response, parse_json, read_body
-from metadata_server.identity import Caller
+from metadata_server.identity import Caller, IdentityResolver
 from metadata_server.model import GUEST_REPORTABLE_STATES, State, parse_message
+from metadata_server.ratelimit import TokenBuckets
+from metadata_server.registry import Registry
 
 log = logging.getLogger(__name__)
 MAX_STATUS_BODY = 4096
@@ -41,21 +43,38 @@ AsyncView = Callable[[web.Request, Caller], Awaitable[web.StreamResponse]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _peer(request: web.Request) -> tuple[str, Sequence[str]]:
-    if request.app[IDENTITY].reads_forwarded_for:
-        return request.remote or "", request.headers.getall("X-Forwarded-For", [])
-    return request.remote or "", ()
+class GuestGate:
+    """What every guest request passes first: its rate limit, then its identity.
 
+    One object under one app key, so the hot path does one lookup, not three.
+    """
 
-def _limit(request: web.Request, peer: str, forwarded: Sequence[str]) -> None:
-    """Take a token from the caller's bucket, or refuse with 429 and Retry-After."""
-    limiter = request.app.get(LIMITER)
-    if limiter is None:
-        return
-    key = peer if not forwarded else request.app[IDENTITY].client_address(peer, forwarded)[0]
-    retry_after = limiter.take(key)
-    if retry_after is not None:
-        raise TooManyRequests("too many requests from this guest", retry_after=retry_after)
+    __slots__ = ("identity", "limiter", "registry", "reads_forwarded_for")
+
+    def __init__(
+        self, identity: IdentityResolver, limiter: TokenBuckets | None, registry: Registry
+    ) -> None:
+        self.identity = identity
+        self.limiter = limiter
+        self.registry = registry
+        self.reads_forwarded_for = identity.reads_forwarded_for
+
+    def admit(self, request: web.Request) -> tuple[Caller | None, str, Sequence[str]]:
+        """The caller, when it is known without waiting; raises 429, 403 or 404."""
+        peer = request.remote or ""
+        forwarded: Sequence[str] = ()
+        if self.reads_forwarded_for:
+            forwarded = request.headers.getall("X-Forwarded-For", [])
+        if self.limiter is not None:
+            key = self.identity.client_address(peer, forwarded)[0] if forwarded else peer
+            retry_after = self.limiter.take(key)
+            if retry_after is not None:
+                raise TooManyRequests("too many requests from this guest", retry_after=retry_after)
+        return self.identity.resolve_now(peer, forwarded), peer, forwarded
+
+    async def caller(self, request: web.Request) -> Caller:
+        caller, peer, forwarded = self.admit(request)
+        return caller or await self.identity.resolve(peer, forwarded)
 
 
 def text_error_response(error: MetadataError) -> web.Response:
@@ -68,13 +87,6 @@ def text_error_response(error: MetadataError) -> web.Response:
     return response
 
 
-async def _caller(request: web.Request) -> Caller:
-    identity = request.app[IDENTITY]
-    peer, forwarded = _peer(request)
-    _limit(request, peer, forwarded)
-    return identity.resolve_now(peer, forwarded) or await identity.resolve(peer, forwarded)
-
-
 def guest_route(view: SyncView, *, marks_fetch: bool = False, text: bool = False) -> Handler:
     """A read route: rate-limit and resolve the caller, mark a first read as `fetched`
     when asked to, run the (synchronous) view, and turn a MetadataError into its
@@ -84,15 +96,13 @@ def guest_route(view: SyncView, *, marks_fetch: bool = False, text: bool = False
     @functools.wraps(view)
     async def handler(request: web.Request) -> web.StreamResponse:
         try:
-            # Resolved without an extra coroutine when the answer is at hand (most calls).
-            identity = request.app[IDENTITY]
-            peer, forwarded = _peer(request)
-            _limit(request, peer, forwarded)
-            caller = identity.resolve_now(peer, forwarded) or await identity.resolve(
-                peer, forwarded
-            )
+            gate = request.app[GATE]
+            # No extra coroutine when the caller is known at once (most calls).
+            caller, peer, forwarded = gate.admit(request)
+            if caller is None:
+                caller = await gate.identity.resolve(peer, forwarded)
             if marks_fetch and caller.document.state in UNFETCHED:
-                await request.app[REGISTRY].mark_fetched(caller.document.view.mac)
+                await gate.registry.mark_fetched(caller.document.view.mac)
             return view(request, caller)
         except MetadataError as exc:
             return to_response(exc)
@@ -107,7 +117,7 @@ def guest_action(view: AsyncView, *, text: bool = False) -> Handler:
     @functools.wraps(view)
     async def handler(request: web.Request) -> web.StreamResponse:
         try:
-            return await view(request, await _caller(request))
+            return await view(request, await request.app[GATE].caller(request))
         except MetadataError as exc:
             return to_response(exc)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -10,16 +11,18 @@ from metadata_server.cloud.options import CloudOptions
 from metadata_server.config import Settings
 from metadata_server.dhcp.service import DhcpService
 from metadata_server.identity import IdentityResolver
-from metadata_server.ratelimit import TokenBuckets
 from metadata_server.registry import Registry
 from metadata_server.snapshot import GuestSnapshot
+
+if TYPE_CHECKING:  # guest.py imports these keys
+    from metadata_server.http.guest import GuestGate
 
 REGISTRY = web.AppKey("registry", Registry)
 SNAPSHOT = web.AppKey("snapshot", GuestSnapshot)
 IDENTITY = web.AppKey("identity", IdentityResolver)
 SETTINGS = web.AppKey("settings", Settings)
-LIMITER = web.AppKey("limiter", TokenBuckets)
 TOKEN_SECRET = web.AppKey("token_secret", bytes)
 CLOUD_OPTIONS = web.AppKey("cloud_options", CloudOptions)
 DHCP = web.AppKey("dhcp", DhcpService)
 CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")
+GATE: web.AppKey[GuestGate] = web.AppKey("gate")
