@@ -52,3 +52,22 @@ async def test_plain_password_is_nowhere(tmp_path: Path) -> None:
             assert PLAIN.encode() not in path.read_bytes(), path.name
     listing = json.loads(seen[7].split(" ", 1)[1].split("} ", 1)[1])
     assert listing["vms"][0]["password_set"] is True
+
+
+async def test_generated_admin_token_is_a_0600_file_whose_path_is_logged(tmp_path: Path) -> None:
+    db = tmp_path / "state" / "registry.db"
+    args = ["--db", str(db), "--guest-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]
+    with server_process(args, tmp_path / "server.log", env={}) as server:
+        token_file = db.parent / "admin-token"
+        token = token_file.read_text().strip()
+        assert token_file.stat().st_mode & 0o777 == 0o600 and len(token) >= 32
+        async with (
+            aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as session,
+            session.get(server.admin_url + "/api/v1/vms") as response,
+        ):
+            assert response.status == 200
+    log = server.log()
+    assert str(token_file) in log and token not in log
+    # A restart reads the same file: the token stays.
+    with server_process(args, tmp_path / "server2.log", env={}):
+        assert token_file.read_text().strip() == token
