@@ -141,6 +141,7 @@ class MetadataService:
             clock=self._clock,
             random_bytes=self._random_bytes,
             password_rounds=settings.password_rounds,
+            default_domain=settings.domain,
         )
         self.snapshot.load(await self.store.list())
         self.store.subscribe(self.snapshot.apply)

@@ -56,8 +56,10 @@ class Registry:
         clock: Callable[[], float],
         random_bytes: Callable[[int], bytes],
         password_rounds: int = DEFAULT_ROUNDS,
+        default_domain: str | None = None,
     ) -> None:
         self.store = store
+        self._default_domain = default_domain
         self._clock = clock
         self._random = random_bytes
         self._rounds = password_rounds
@@ -78,8 +80,14 @@ class Registry:
         return hash_password(plain, salt=make_salt(self._random(16)), rounds=self._rounds)
 
     async def _secure(self, parsed: VMInput, previous: VM | None) -> tuple[VMSpec, str | None]:
-        """The spec with a hash in place of any plain password; a new password if needed."""
+        """The spec with a hash in place of any plain password; a new password if needed.
+
+        A domain equal to the server's default is stored as "the default" (None), so
+        `web` and `web.<default>` are one name and cannot both be registered.
+        """
         spec = parsed.spec
+        if spec.domain is not None and spec.domain == self._default_domain:
+            spec = replace(spec, domain=None)
         if parsed.password is not None:
             hashed = await asyncio.to_thread(self._hash, parsed.password)
             return replace(spec, password_hash=hashed), None

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
 from metadata_server.app import MetadataService
+from metadata_server.errors import Conflict
 from metadata_server.passwords import verify_password
-from tests.conftest import ADMIN_TOKEN, SAMPLE_HASH, Api, guest_body, mac_of
+from tests.conftest import ADMIN_TOKEN, SAMPLE_HASH, Api, guest_body, mac_of, make_settings
 
 MAC = mac_of(1)
 
@@ -330,3 +332,22 @@ async def test_password_hash_is_never_in_a_response(admin: Api) -> None:
     for path in ("/api/v1/vms", f"/api/v1/vms/{MAC}", f"/api/v1/vms/{MAC}/status"):
         _, body = await admin.get(path)
         assert SAMPLE_HASH not in json.dumps(body)
+
+
+async def test_the_default_domain_spelled_out_is_the_same_name(tmp_path: Path) -> None:
+    service = MetadataService(make_settings(tmp_path, domain="guests.internal"))
+    await service.start()
+    try:
+        assert service.registry is not None
+        await service.registry.put(mac_of(1), guest_body(1, hostname="web"))
+        with pytest.raises(Conflict) as error:
+            await service.registry.put(
+                mac_of(2), guest_body(2, hostname="web", domain="guests.internal")
+            )
+        assert error.value.field == "hostname" and error.value.holder == mac_of(1)
+        result = await service.registry.put(
+            mac_of(3), guest_body(3, hostname="web", domain="other.internal")
+        )
+        assert result.vm.spec.domain == "other.internal"
+    finally:
+        await service.stop()
