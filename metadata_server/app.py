@@ -48,7 +48,7 @@ from metadata_server.netlink import (
 from metadata_server.ratelimit import TokenBuckets
 from metadata_server.registry import Registry
 from metadata_server.snapshot import GuestSnapshot
-from metadata_server.store import Store, open_store
+from metadata_server.store import Change, Store, open_store
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,8 @@ class MetadataService:
                 default_domain=settings.domain,
                 public_url=settings.public_url,
                 serve_secrets_once=settings.guest.serve_secrets_once,
-            )
+            ),
+            host=settings.host_name,
         )
         self.admin_token = ""
         self._token_file: Path | None = None
@@ -143,8 +144,17 @@ class MetadataService:
             password_rounds=settings.password_rounds,
             default_domain=settings.domain,
         )
-        self.snapshot.load(await self.store.list())
+        # Hold changes that arrive while the list is read (another server's, through
+        # PostgreSQL), then apply them after it: whole records, so the last one wins.
+        early: list[Change] = []
+        unsubscribe = self.store.subscribe(early.extend)
+        try:
+            vms = await self.store.list(host=settings.host_name)
+        finally:
+            unsubscribe()
+        self.snapshot.load(vms)
         self.store.subscribe(self.snapshot.apply)
+        self.snapshot.apply(early)
 
         neighbours = self._neighbours_override
         if neighbours is None and settings.guest.verify_neighbour != "never":
@@ -214,7 +224,10 @@ class MetadataService:
         self.admin_address = _bound(site, settings.admin.listen)
         if self.dhcp is not None:
             await self.dhcp.start(
-                admin_url=self._admin_url(), token=self.admin_token, token_file=self._token_file
+                admin_url=self._admin_url(),
+                token=self.admin_token,
+                token_file=self._token_file,
+                host=settings.host_name,
             )
         log.info(
             "serving %d guests; guest API on %s; admin API on %s",

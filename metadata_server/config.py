@@ -20,6 +20,7 @@ from metadata_server.dns.settings import DnsSettings, parse_endpoint
 from metadata_server.errors import ConfigError, InvalidInput
 from metadata_server.identity import VERIFY_MODES
 from metadata_server.model import parse_domain
+from metadata_server.store.dsn import is_postgres_url
 
 ENV_PREFIX = "METADATA_SERVER_"
 DEMO_DB = "./var/demo.db"
@@ -67,6 +68,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ec2.token_hop_limit", "int", 1, "IP TTL of the token reply", minimum=1),
     Setting("ec2.instance_type", "str", "xen.guest", "EC2 instance-type of every guest"),
     Setting("ec2.availability_zone", "str", "local-1a", "EC2 placement/availability-zone"),
+    Setting("host_name", "str", None, "this Dom0's name: serve and DHCP only its own guests"),
     Setting("bridge", "str", None, "Dom0 bridge: the metadata address is put on it"),
     Setting(
         "dhcp.daemon",
@@ -242,10 +244,13 @@ class Settings:
     dhcp: DhcpSettings
     bridge: str | None
     dns: DnsSettings | None
+    host_name: str | None
+
+    state_dir: Path  # the admin token, DHCP files, ISOs: beside an SQLite file, else fixed
 
     @property
     def db_dir(self) -> Path:
-        return Path(self.db.removeprefix("sqlite://")).parent
+        return self.state_dir
 
 
 def _coerce(setting: Setting, value: Any, source: str) -> Any:
@@ -399,7 +404,10 @@ def build_settings(
     public_url = raw["public_url"]
     if not public_url.startswith(("http://", "https://")):
         raise ConfigError(f"public_url must start with http:// or https://, not {public_url!r}")
-    db_dir = Path(raw["db"].removeprefix("sqlite://")).parent
+    if is_postgres_url(raw["db"]):  # never derive a path from a URL (it may hold a password)
+        db_dir = Path(DEMO_DB).parent if demo else Path(SYSTEM_DB).parent
+    else:
+        db_dir = Path(raw["db"].removeprefix("sqlite://")).parent
     daemon = raw["dhcp.daemon"]
     subnets = parse_subnets(raw["dhcp.subnets"], domain)
     if daemon != "none" and not subnets:
@@ -425,6 +433,12 @@ def build_settings(
         else None,
         debounce=raw["dhcp.debounce_ms"] / 1000,
     )
+    host_name = raw["host_name"]
+    if host_name is not None:
+        try:
+            host_name = parse_domain(host_name, "host_name")
+        except InvalidInput as exc:
+            raise ConfigError(exc.detail) from None
     dns: DnsSettings | None = None
     if raw["dns.listen"]:
         zone = raw["dns.zone"] or domain
@@ -441,6 +455,7 @@ def build_settings(
         )
     return Settings(
         db=raw["db"],
+        state_dir=db_dir,
         domain=domain,
         public_url=public_url,
         password_rounds=raw["password_rounds"],
@@ -456,6 +471,7 @@ def build_settings(
         dhcp=dhcp,
         bridge=raw["bridge"],
         dns=dns,
+        host_name=host_name,
         ec2=Ec2Settings(
             tokens=raw["ec2.tokens"],
             token_hop_limit=_in_range(raw["ec2.token_hop_limit"], 1, 255, "ec2.token_hop_limit"),

@@ -15,7 +15,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from metadata_server.errors import InvalidInput, InvalidRows, MetadataError, NotFound, RowError
+from metadata_server.errors import (
+    InvalidInput,
+    InvalidRows,
+    MetadataError,
+    NotFound,
+    RowError,
+    Unavailable,
+)
 from metadata_server.model import (
     VM,
     State,
@@ -214,13 +221,20 @@ class Registry:
             return vm
 
     async def mark_fetched(self, mac: str) -> None:
-        """The guest read its document: registered/leased → fetched; later states stay."""
+        """The guest read its document: registered/leased → fetched; later states stay.
+
+        Best effort: during a registry outage the guest still gets its document (from
+        memory); only the mark is lost, and its status report comes later anyway.
+        """
         async with self._lock:
-            previous = await self.store.get(mac)
-            if previous is None or previous.state not in (State.REGISTERED, State.LEASED):
-                return
-            vm = previous.with_state(State.FETCHED, self._clock(), previous.message)
-            await self.store.replace(vm, event="state")
+            try:
+                previous = await self.store.get(mac)
+                if previous is None or previous.state not in (State.REGISTERED, State.LEASED):
+                    return
+                vm = previous.with_state(State.FETCHED, self._clock(), previous.message)
+                await self.store.replace(vm, event="state")
+            except Unavailable as exc:
+                log.warning("could not mark %s fetched: %s", mac, exc.detail)
 
     async def mark_leased(self, mac: str, address: str) -> VM:
         """The DHCP server gave the guest a lease: registered → leased. The first lease

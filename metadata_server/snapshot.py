@@ -16,8 +16,12 @@ from metadata_server.store.base import Change
 
 
 class GuestSnapshot:
-    def __init__(self, options: DocumentOptions) -> None:
+    """`host`: serve only the guests whose record names this Dom0 (a cluster member);
+    None serves every guest. A guest moved to another Dom0 leaves this snapshot."""
+
+    def __init__(self, options: DocumentOptions, *, host: str | None = None) -> None:
         self.options = options
+        self.host = host
         self._by_address: dict[str, GuestDocument] = {}
         self._address_of_mac: dict[str, str] = {}
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
@@ -33,6 +37,9 @@ class GuestSnapshot:
 
     def _put(self, vm: VM) -> None:
         self._drop(vm.mac)
+        if self.host is not None and vm.spec.host != self.host:
+            self._wake(vm.mac)
+            return
         document = render_guest_document(vm, self.options)
         self._by_address[vm.spec.ipv4.address] = document
         self._address_of_mac[vm.mac] = vm.spec.ipv4.address

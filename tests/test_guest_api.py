@@ -12,6 +12,7 @@ import pytest
 from metadata_server.app import MetadataService
 from metadata_server.model import State
 from tests.conftest import SAMPLE_HASH, SAMPLE_KEY, Api, guest_body, mac_of, make_settings
+from tests.support.requirements import need_tools
 
 MAC = mac_of(1)
 
@@ -248,3 +249,32 @@ async def test_restart_serves_the_same_data(restarted: tuple[MetadataService, st
     status, doc = await get_from(service, "127.0.0.1", "/v1/config")
     assert status == 200
     assert doc["instance_id"] == instance_id and doc["user_data"] == "kept"  # type: ignore[index]
+
+
+async def test_a_server_with_a_host_name_serves_only_its_own_guests(tmp_path: Path) -> None:
+    need_tools("dhcpd")
+    service = MetadataService(
+        make_settings(
+            tmp_path,
+            host_name="dom0-a",
+            **{"dhcp.daemon": "dhcpd", "dhcp.subnets": [{"cidr": "127.0.0.0/8", "gateway": "127.0.0.254"}],
+               "dhcp.debounce_ms": 10, "dhcp.directory": str(tmp_path / "dhcp")},
+        )
+    )  # fmt: skip
+    await service.start()
+    try:
+        await register(service, 1, "127.0.0.1", host="dom0-a")
+        await register(service, 2, "127.0.0.2", host="dom0-b")
+        assert (await get_from(service, "127.0.0.1", "/v1/config"))[0] == 200
+        assert (await get_from(service, "127.0.0.2", "/v1/config"))[0] == 404
+        assert service.registry is not None
+        await service.registry.patch(mac_of(1), {"host": "dom0-b"})  # moved to another Dom0
+        assert (await get_from(service, "127.0.0.1", "/v1/config"))[0] == 404
+        await service.registry.patch(mac_of(2), {"host": "dom0-a"})
+        assert (await get_from(service, "127.0.0.2", "/v1/config"))[0] == 200
+        assert service.dhcp is not None and service.dhcp.sync is not None
+        await service.dhcp.sync.sync_now()
+        conf = (tmp_path / "dhcp" / "dhcpd.conf").read_text()
+        assert mac_of(2) in conf and mac_of(1) not in conf
+    finally:
+        await service.stop()

@@ -1,21 +1,28 @@
-"""The store protocol's contract, run against every backend (SQLite now).
+"""The store protocol's contract, run against every backend (SQLite and PostgreSQL).
 
 Uniqueness of MAC, address and hostname+domain; all-or-nothing imports; change events
-only after a commit; records read back exactly as written.
+only after a commit; records read back exactly as written; schema versions migrated
+forward on open, a newer one refused untouched.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 import pytest
 
-from metadata_server.errors import Conflict, ConflictRows, NotFound
+from metadata_server.errors import ConfigError, Conflict, ConflictRows, NotFound
 from metadata_server.model import VM, State, parse_vm
-from metadata_server.store import Change, Store, open_store
+from metadata_server.store import Change, Store, health_of, open_store, pg_schema
+from metadata_server.store import sqlite as sqlite_store
+from metadata_server.store.migrations import Migration
 from tests.conftest import guest_body, mac_of
+from tests.support.postgres import postgres_server  # noqa: F401  (a fixture)
 
 
 def make_vm(n: int, **overrides: object) -> VM:
@@ -31,14 +38,49 @@ def make_vm(n: int, **overrides: object) -> VM:
     )
 
 
-@pytest.fixture(params=["sqlite"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    backend = open_store(str(tmp_path / "registry.db"))
-    await backend.open()
+@dataclass
+class Backend:
+    """A fresh, empty database of one backend, and raw SQL on it for setting up cases."""
+
+    name: str
+    url: str
+
+    async def sql(self, statement: str) -> Any:
+        """The first value of the first row `statement` returns (None if none)."""
+        if self.name == "sqlite":
+            conn = sqlite3.connect(self.url, isolation_level=None)
+            try:
+                row = conn.execute(statement).fetchone()
+            finally:
+                conn.close()
+            return row[0] if row else None
+        pg = await asyncpg.connect(self.url, timeout=10)
+        try:
+            return await pg.fetchval(statement, timeout=10)
+        finally:
+            await pg.close(timeout=10)
+
+    @property
+    def migrations_module(self) -> Any:
+        return sqlite_store if self.name == "sqlite" else pg_schema
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param == "sqlite":
+        return Backend("sqlite", str(tmp_path / "registry.db"))
+    server = request.getfixturevalue("postgres_server")
+    return Backend("postgres", server.url(server.create_database()))
+
+
+@pytest.fixture
+async def store(backend: Backend) -> AsyncIterator[Store]:
+    opened = open_store(backend.url)
+    await opened.open()
     try:
-        yield backend
+        yield opened
     finally:
-        await backend.close()
+        await opened.close()
 
 
 @pytest.fixture
@@ -148,3 +190,104 @@ async def test_import_publishes_one_batch(store: Store) -> None:
     store.subscribe(lambda batch: batches.append(len(batch)))
     await store.import_all([make_vm(n) for n in range(1, 201)])
     assert batches == [200]
+
+
+async def test_reopen_keeps_records_and_schema(backend: Backend) -> None:
+    first = open_store(backend.url)
+    await first.open()
+    assert (first.schema.before, first.schema.after) == (0, 1)  # type: ignore[attr-defined]
+    vm = make_vm(1)
+    await first.create(vm)
+    await first.close()
+    again = open_store(backend.url)
+    await again.open()
+    try:
+        assert not again.schema.migrated  # type: ignore[attr-defined]
+        assert await again.list() == [vm]
+    finally:
+        await again.close()
+    assert await backend.sql("SELECT max(version) FROM schema_version") == 1
+
+
+async def test_newer_schema_is_refused_and_left_alone(backend: Backend) -> None:
+    first = open_store(backend.url)
+    await first.open()
+    await first.create(make_vm(1))
+    await first.close()
+    await backend.sql("UPDATE schema_version SET version = 99")
+    newer = open_store(backend.url)
+    with pytest.raises(ConfigError) as error:
+        await newer.open()
+    assert "schema version 99" in error.value.detail
+    assert "\n" not in error.value.detail
+    assert "test-password" not in error.value.detail
+    assert await backend.sql("SELECT max(version) FROM schema_version") == 99
+    assert await backend.sql("SELECT count(*) FROM vms") == 1
+
+
+async def test_older_schema_is_migrated_forward(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = open_store(backend.url)
+    await first.open()
+    await first.create(make_vm(1))
+    await first.close()
+    module = backend.migrations_module
+    step = Migration(2, "a table for a test", ("CREATE TABLE extra (x INTEGER)",))
+    monkeypatch.setattr(module, "MIGRATIONS", (*module.MIGRATIONS, step))
+    newer = open_store(backend.url)
+    await newer.open()
+    try:
+        assert (newer.schema.before, newer.schema.after) == (1, 2)  # type: ignore[attr-defined]
+        assert [vm.mac for vm in await newer.list()] == [mac_of(1)]
+    finally:
+        await newer.close()
+    assert await backend.sql("SELECT max(version) FROM schema_version") == 2
+    assert await backend.sql("SELECT count(*) FROM extra") == 0
+
+
+async def test_failed_migration_changes_nothing(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = open_store(backend.url)
+    await first.open()
+    await first.close()
+    module = backend.migrations_module
+    step = Migration(
+        2, "fails halfway", ("CREATE TABLE extra (x INTEGER)", "SELECT * FROM no_such_table")
+    )
+    monkeypatch.setattr(module, "MIGRATIONS", (*module.MIGRATIONS, step))
+    with pytest.raises(ConfigError):
+        await open_store(backend.url).open()
+    assert await backend.sql("SELECT max(version) FROM schema_version") == 1
+    with pytest.raises((sqlite3.Error, asyncpg.PostgresError)):
+        await backend.sql("SELECT count(*) FROM extra")
+
+
+async def test_list_filters_by_host_and_state(store: Store) -> None:
+    a = make_vm(1, host="dom0-a")
+    b = make_vm(2, host="dom0-b")
+    c = make_vm(3, host="dom0-a").with_state(State.CONFIGURED, 2000.0, "ok")
+    await store.import_all([c, b, a])
+    assert [vm.mac for vm in await store.list(host="dom0-a")] == [a.mac, c.mac]
+    assert await store.list(host="dom0-a", state=State.CONFIGURED) == [c]
+    assert [vm.mac for vm in await store.list()] == [a.mac, b.mac, c.mac]
+
+
+async def test_events_carry_the_whole_record(store: Store, events: list[Change]) -> None:
+    vm = make_vm(1, host="dom0-a")
+    await store.create(vm)
+    moved = replace(vm, spec=replace(vm.spec, host="dom0-b"))
+    await store.replace(moved)
+    await store.import_all([make_vm(2, host="dom0-b")])
+    assert [(e.event, e.vm.spec.host if e.vm else None) for e in events] == [
+        ("created", "dom0-a"),
+        ("updated", "dom0-b"),
+        ("created", "dom0-b"),
+    ]
+
+
+async def test_health_is_reported(backend: Backend, store: Store) -> None:
+    health = health_of(store)
+    assert health.healthy and health.last_error is None
+    assert health.backend == {"sqlite": "sqlite", "postgres": "postgresql"}[backend.name]

@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", help="registry: SQLite path")
+    p.add_argument("--db", help="registry: an SQLite path or a postgresql:// URL")
+    p.add_argument("--host-name", help="this Dom0's name: serve and DHCP only its own guests")
     p.add_argument("--guest-listen", action="append", help="guest API HOST:PORT (repeatable)")
     p.add_argument("--admin-listen", help="admin API HOST:PORT or unix:/path")
     p.add_argument("--trust-proxy", action="append", help="CIDR whose X-Forwarded-For counts")
@@ -46,6 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _flags(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "db": args.db,
+        "host_name": args.host_name,
         "guest.listen": args.guest_listen,
         "admin.listen": args.admin_listen,
         "guest.trust_proxy": args.trust_proxy,

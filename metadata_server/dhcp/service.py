@@ -121,10 +121,10 @@ class DhcpService:
             host=host,
             debounce=dhcp.debounce,
         )
+        self.sync.follow()  # before the first render: no change can slip between the two
         await self.sync.sync_now()
         if self.managed is not None:
             await self.managed.start()
-        self.sync.follow()
 
     async def stop(self) -> None:
         if self.sync is not None:

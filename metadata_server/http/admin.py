@@ -28,6 +28,7 @@ from metadata_server.http.openapi import openapi_document
 from metadata_server.model import State, parse_ipv4, parse_mac, vm_to_json
 from metadata_server.registry import status_json
 from metadata_server.store.base import Change
+from metadata_server.store.health import health_of
 
 log = logging.getLogger(__name__)
 MAX_WAIT_SECONDS = 300.0
@@ -56,8 +57,16 @@ def _float_param(request: web.Request, name: str, default: float, maximum: float
 
 
 async def healthz(request: web.Request) -> web.Response:
-    snapshot = request.app[SNAPSHOT]
-    return web.json_response({"status": "ok", "guests": len(snapshot)})
+    """200 while guests are served, even from memory during a registry outage
+    (`degraded`, with the store's report)."""
+    health = health_of(request.app[REGISTRY].store)
+    return web.json_response(
+        {
+            "status": "ok" if health.healthy else "degraded",
+            "guests": len(request.app[SNAPSHOT]),
+            "store": health.to_json(),
+        }
+    )
 
 
 async def openapi(request: web.Request) -> web.Response:

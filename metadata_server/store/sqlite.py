@@ -19,25 +19,39 @@ from typing import Any, TypeVar
 from metadata_server.errors import ConfigError, Conflict, ConflictRows, NotFound, RowError
 from metadata_server.model import VM, State
 from metadata_server.store.base import Change, ChangeListener
+from metadata_server.store.migrations import (
+    READ_VERSION,
+    VERSION_TABLE_DDL,
+    Migration,
+    SchemaState,
+    latest,
+    plan,
+    set_version_statements,
+)
 from metadata_server.store.records import name_key, vm_from_record, vm_to_record
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
-_SCHEMA = [
-    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
-    """CREATE TABLE IF NOT EXISTS vms (
-        mac TEXT PRIMARY KEY,
-        ipv4 TEXT NOT NULL UNIQUE,
-        name_key TEXT NOT NULL UNIQUE,
-        state TEXT NOT NULL,
-        host TEXT,
-        record TEXT NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS vms_state ON vms (state)",
-    "CREATE INDEX IF NOT EXISTS vms_host ON vms (host)",
-]
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "guests keyed by MAC; address and hostname+domain unique",
+        (
+            """CREATE TABLE IF NOT EXISTS vms (
+                mac TEXT PRIMARY KEY,
+                ipv4 TEXT NOT NULL UNIQUE,
+                name_key TEXT NOT NULL UNIQUE,
+                state TEXT NOT NULL,
+                host TEXT,
+                record TEXT NOT NULL
+            )""",
+            "CREATE INDEX IF NOT EXISTS vms_state ON vms (state)",
+            "CREATE INDEX IF NOT EXISTS vms_host ON vms (host)",
+        ),
+    ),
+)
+SCHEMA_VERSION = latest(MIGRATIONS)
 
 
 class SQLiteStore:
@@ -46,6 +60,7 @@ class SQLiteStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._conn: sqlite3.Connection | None = None
         self._listeners: list[ChangeListener] = []
+        self.schema = SchemaState(before=0, after=0)
 
     # --- plumbing -------------------------------------------------------------------
 
@@ -75,25 +90,44 @@ class SQLiteStore:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=FULL")
                 conn.execute("PRAGMA busy_timeout=5000")
-                conn.execute("BEGIN IMMEDIATE")
-                for statement in _SCHEMA:
-                    conn.execute(statement)
-                row = conn.execute("SELECT version FROM schema_version").fetchone()
-                if row is None:
-                    conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
-                elif row[0] > SCHEMA_VERSION:
-                    conn.execute("ROLLBACK")
-                    raise ConfigError(
-                        f"the database {self.path} is at schema version {row[0]}; this "
-                        f"metadata-server knows versions up to {SCHEMA_VERSION}"
-                    )
-                conn.execute("COMMIT")
+                try:
+                    self.schema = self._migrate(conn)
+                except BaseException:
+                    conn.close()
+                    raise
                 return conn
             except sqlite3.Error as exc:
                 raise ConfigError(f"cannot open the database {self.path}: {exc}") from None
 
         loop = asyncio.get_running_loop()
         self._conn = await loop.run_in_executor(self._executor, connect)
+        if self.schema.migrated:
+            log.info(
+                "migrated %s from schema version %d to %d",
+                self.path,
+                self.schema.before,
+                self.schema.after,
+            )
+
+    def _migrate(self, conn: sqlite3.Connection) -> SchemaState:
+        """Bring the schema up to date in one transaction; refuse a newer one untouched."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(VERSION_TABLE_DDL)
+            current = conn.execute(READ_VERSION).fetchone()[0]
+            target = latest(MIGRATIONS)
+            steps = plan(MIGRATIONS, current, database=str(self.path))
+            for step in steps:
+                for statement in step.statements:
+                    conn.execute(statement)
+            if steps:
+                for statement in set_version_statements(target):
+                    conn.execute(statement)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return SchemaState(before=current or 0, after=target)
 
     async def close(self) -> None:
         if self._conn is not None:
