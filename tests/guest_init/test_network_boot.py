@@ -51,8 +51,14 @@ async def test_first_boot_over_dhcp_and_the_metadata_address(
 ) -> None:
     env = {"METADATA_SERVER_ADMIN_TOKEN": ADMIN_TOKEN}
     config = dom0_config(tmp_path)
-    with server_process(["--config", str(config)], tmp_path / "server.log", env=env, prefix=net.dom0.argv()) as server:
-        body = guest_body(1, hostname="web1", ipv4={"address": "198.18.0.61", "prefix": 24, "gateway": "198.18.0.1"})
+    with server_process(
+        ["--config", str(config)], tmp_path / "server.log", env=env, prefix=net.dom0.argv()
+    ) as server:
+        body = guest_body(
+            1,
+            hostname="web1",
+            ipv4={"address": "198.18.0.61", "prefix": 24, "gateway": "198.18.0.1"},
+        )
         status, _ = await admin_call(server, "PUT", f"/api/v1/vms/{MAC}", body)
         assert status == 201
         await wait_for_dhcp(server, 1)
@@ -60,7 +66,9 @@ async def test_first_boot_over_dhcp_and_the_metadata_address(
         guest = make_guest(shell)
         guest.rootfs.write("/etc/udhcpc.script", UDHCPC_SCRIPT, mode=0o755)
         ns = net.add_guest(MAC).ns
-        result = await guest.rootfs.run_async(["/bin/sh", "-c", FIRST_BOOT], netns=ns.name, hostname="template", timeout=60)
+        result = await guest.rootfs.run_async(
+            ["/bin/sh", "-c", FIRST_BOOT], netns=ns.name, hostname="template", timeout=60
+        )
         assert result.returncode == 0, (result.stdout, result.stderr, guest.log())
         out = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
         assert out["lease"] == "198.18.0.61/24"

@@ -52,7 +52,9 @@ def dom0_config(tmp_path: Path, *, templates: Path | None = None, extra: str = "
     return path
 
 
-async def admin_call(server: ServerProcess, method: str, path: str, body: object = None) -> tuple[int, object]:
+async def admin_call(
+    server: ServerProcess, method: str, path: str, body: object = None
+) -> tuple[int, object]:
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     connector = aiohttp.UnixConnector(path=server.admin_url.removeprefix("unix:"))
     async with (
@@ -75,7 +77,9 @@ async def wait_for_dhcp(server: ServerProcess, syncs_after: int) -> dict[str, ob
     raise AssertionError(f"no DHCP sync after {syncs_after}: {status}")
 
 
-async def wait_for_state(server: ServerProcess, mac: str, state: str, timeout: float = 15) -> dict[str, object]:
+async def wait_for_state(
+    server: ServerProcess, mac: str, state: str, timeout: float = 15
+) -> dict[str, object]:
     deadline = time.monotonic() + timeout
     vm: object = None
     while time.monotonic() < deadline:
