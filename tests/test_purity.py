@@ -25,12 +25,22 @@ CORE = [
     "cloud.openstack",
     "cloud.nocloud",
     "cloud.userdata",
+    "dhcp.render",
+    "dns",
+    "dns.settings",
+    "dns.zone",
+    "dns.answer",
+    "dns.relay",
+    "dns.cache",
+    "fallback.xs_wire",
+    "fallback.xs_tree",
 ]
 FORBIDDEN = {"aiohttp", "pyroute2", "asyncio", "os", "socket", "subprocess", "sqlite3", "time"}
 
 
 def _imports(module: str) -> set[str]:
-    path = PACKAGE / (module.replace(".", "/") + ".py")
+    path = PACKAGE / module.replace(".", "/")
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
     tree = ast.parse(path.read_text())
     names: set[str] = set()
     for node in ast.walk(tree):
