@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 
 from tests.conftest import ADMIN_TOKEN, guest_body, mac_of
 from tests.support.dhcp_client import get_lease, install_script, option_text
-from tests.support.dom0 import admin_call, dom0_config, wait_for_dhcp
+from tests.support.dom0 import admin_call, dom0_config, wait_for_dhcp, wait_for_state
 from tests.support.netns import BridgeNetwork, bridge_network
 from tests.support.requirements import need_root, need_tools
 from tests.support.server_process import server_process
@@ -84,13 +83,7 @@ async def test_guests_get_their_reservation_and_reach_their_config(
 
         # The lease hook (dnsmasq --dhcp-script) reported the lease: registered → leased,
         # then the fetch above moved it on to fetched.
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            _, vm = await admin(server, "GET", f"/api/v1/vms/{mac_of(1)}")
-            if "leased" in vm["state_times"]:  # type: ignore[index]
-                break
-            await asyncio.sleep(0.2)
-        assert "leased" in vm["state_times"], vm  # type: ignore[index]
+        await wait_for_state(server, mac_of(1), "leased")
 
         # A registry change shows at the next DHCP exchange.
         _, before = await admin(server, "GET", "/api/v1/dhcp/status")

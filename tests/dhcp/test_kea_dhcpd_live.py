@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import ADMIN_TOKEN, guest_body, mac_of
 from tests.support.dhcp_client import get_lease, install_script, option_text
 from tests.support.dom0 import admin_call as admin
-from tests.support.dom0 import wait_for_dhcp
+from tests.support.dom0 import wait_for_dhcp, wait_for_state
 from tests.support.netns import BridgeNetwork, Netns, bridge_network
 from tests.support.requirements import need_root, need_tools
 from tests.support.server_process import server_process
@@ -116,13 +116,8 @@ async def test_kea_serves_reservations_and_reloads(net: BridgeNetwork, tmp_path:
             lease = await asyncio.to_thread(get_lease, guest.ns, script, tmp_path / "lease2")
             assert lease["ip"] == "198.18.0.32"
 
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline:
-                _, vm = await admin(server, "GET", f"/api/v1/vms/{mac_of(1)}")
-                if "leased" in vm["state_times"]:  # type: ignore[index]
-                    break
-                await asyncio.sleep(0.2)
-            assert vm["state"] == "leased", (vm, (tmp_path / "kea.log").read_text()[-2000:])  # type: ignore[index]
+            vm = await wait_for_state(server, mac_of(1), "leased")  # Kea's run_script hook
+            assert vm["state"] == "leased"
 
 
 async def test_dhcpd_accepts_the_rendered_file_and_serves_it(

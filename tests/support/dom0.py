@@ -79,13 +79,14 @@ async def wait_for_dhcp(server: ServerProcess, syncs_after: int) -> dict[str, ob
 
 async def wait_for_state(
     server: ServerProcess, mac: str, state: str, timeout: float = 15
-) -> dict[str, object]:
+) -> dict[str, Any]:
+    """The guest's record once it has reached `state` (it is among its state_times)."""
     deadline = time.monotonic() + timeout
     vm: object = None
     while time.monotonic() < deadline:
         _, vm = await admin_call(server, "GET", f"/api/v1/vms/{mac}")
         assert isinstance(vm, dict)
-        if vm["state"] == state:
+        if state in vm["state_times"]:
             return vm
         await asyncio.sleep(0.1)
     raise AssertionError(f"{mac} did not reach {state}: {vm}")
