@@ -8,6 +8,7 @@ import asyncio
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
