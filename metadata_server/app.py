@@ -24,9 +24,11 @@ from metadata_server.dhcp.service import METADATA_ADDRESS, DhcpService
 from metadata_server.dns.service import DnsService
 from metadata_server.documents import DocumentOptions
 from metadata_server.errors import ConfigError
+from metadata_server.fallback.service import IsoFallback
 from metadata_server.http.admin import make_admin_app
 from metadata_server.http.cloud import add_routes as add_cloud_routes
 from metadata_server.http.guest import GuestGate, make_guest_app
+from metadata_server.http.iso import PROVISIONER
 from metadata_server.http.keys import (
     CLOCK,
     CLOUD_OPTIONS,
@@ -123,6 +125,7 @@ class MetadataService:
         self._added_bridge_address = False
         self.dhcp: DhcpService | None = None
         self.dns: DnsService | None = None
+        self.iso: IsoFallback | None = None
         self.guest_addresses: list[BoundAddress] = []
         self.admin_address: BoundAddress | None = None
 
@@ -197,6 +200,15 @@ class MetadataService:
             else None
         )
         guest_app[GATE] = GuestGate(identity, limiter, self.registry)
+        self.iso = IsoFallback(
+            settings.iso,
+            self.registry,
+            self.snapshot.options,
+            guest_app[CLOUD_OPTIONS],
+            clock=self._clock,
+        )
+        await self.iso.start()  # removes a crashed run's ISOs and keys; starts iso.auto
+        admin_app[PROVISIONER] = self.iso.provisioner
 
         if settings.bridge is not None:
             try:
@@ -246,6 +258,9 @@ class MetadataService:
         return BoundAddress(host, self.admin_address.port).url
 
     async def stop(self) -> None:
+        if self.iso is not None:
+            await self.iso.stop()  # cuts running flows short; each removes its ISO and keys
+            self.iso = None
         if self.dhcp is not None:
             await self.dhcp.stop()
             self.dhcp = None

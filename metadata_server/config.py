@@ -18,6 +18,7 @@ from typing import Any
 from metadata_server.dhcp.render import Subnet
 from metadata_server.dns.settings import DnsSettings, parse_endpoint
 from metadata_server.errors import ConfigError, InvalidInput
+from metadata_server.fallback.settings import IsoSettings, iso_settings
 from metadata_server.identity import VERIFY_MODES
 from metadata_server.model import parse_domain
 from metadata_server.store.dsn import is_postgres_url
@@ -100,6 +101,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("dns.upstreams", "list", [], "resolvers for other names, IP[:port]; empty: REFUSED"),
     Setting("dns.ttl", "int", 60, "TTL of answers, negative answers included", minimum=0),
     Setting("dns.upstream_timeout", "float", 2.0, "seconds to wait for an upstream"),
+    Setting("iso.directory", "str", None, "where attached ISOs are kept (default: iso/ by the db)"),
+    Setting("iso.layout", "choice", "nocloud", "ISO layout", choices=("nocloud", "configdrive")),
+    Setting("iso.timeout", "float", 300.0, "seconds to wait for the guest's signal (at most 3600)"),
+    Setting("iso.xl_command", "list", ["xl"], "argv of xl"),
+    Setting(
+        "iso.xenstored_path", "str", None, "XENSTORED_PATH for xl and xenstore-* (default: none)"
+    ),
+    Setting("iso.vdev", "str", "xvdd", "virtual device the ISO is attached as"),
+    Setting("iso.command_timeout", "float", 30.0, "seconds one xl or xenstore command may take"),
+    Setting("iso.auto", "bool", False, "provision late guests by ISO automatically"),
+    Setting("iso.auto_after", "float", 120.0, "seconds after the lease (or domain start) to wait"),
+    Setting("iso.auto_interval", "float", 5.0, "seconds between looks at the running domains"),
+    Setting("iso.auto_parallel", "int", 4, "automatic ISO flows at once", minimum=1),
     Setting("admin.listen", "str", "127.0.0.1:8775", "admin API address (HOST:PORT or unix:/path)"),
     Setting("admin.token", "str", None, "admin bearer token (prefer token_file)"),
     Setting("admin.token_file", "str", None, "file holding the admin bearer token"),
@@ -245,6 +259,7 @@ class Settings:
     bridge: str | None
     dns: DnsSettings | None
     host_name: str | None
+    iso: IsoSettings
 
     state_dir: Path  # the admin token, DHCP files, ISOs: beside an SQLite file, else fixed
 
@@ -472,6 +487,7 @@ def build_settings(
         bridge=raw["bridge"],
         dns=dns,
         host_name=host_name,
+        iso=iso_settings(raw, db_dir),
         ec2=Ec2Settings(
             tokens=raw["ec2.tokens"],
             token_hop_limit=_in_range(raw["ec2.token_hop_limit"], 1, 255, "ec2.token_hop_limit"),

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from metadata_server import __version__
-from metadata_server.cli import db, dhcp, serve, vm
+from metadata_server.cli import db, dhcp, iso, serve, vm
 from metadata_server.cli.client import CommandError
 from metadata_server.config import Settings, build_settings
 from metadata_server.errors import MetadataError
@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("db", help="the registry database itself: migrate, export, import")
     db_commands = p.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     db.add_parsers(db_commands, _add_common)
+
+    p = commands.add_parser("iso", help="the ISO fallback through the admin API")
+    iso_commands = p.add_subparsers(dest="iso_command", required=True, metavar="ACTION")
+    iso.add_parsers(iso_commands, _add_common)
     return parser
 
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from aiohttp import web
 
 from metadata_server.errors import InvalidInput, NotFound
+from metadata_server.http.iso import add_routes as add_iso_routes
 from metadata_server.http.keys import DHCP, REGISTRY, SETTINGS, SNAPSHOT
 from metadata_server.http.middleware import (
     bearer_auth,
@@ -261,6 +262,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/events", events)
     app.router.add_get("/api/v1/dhcp/status", dhcp_status)
     app.router.add_post("/api/v1/vms/{mac}/lease", report_lease)
+    add_iso_routes(app)
 
 
 def make_admin_app(token: str) -> web.Application:

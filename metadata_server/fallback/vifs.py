@@ -1,0 +1,29 @@
+"""Which running domain holds which MAC, from Dom0's vif backends in xenstore, for many
+guests at once: one `xenstore-ls` of /local/domain/0/backend/vif instead of one per
+guest (`XenHost.domid_for_mac` answers for a single MAC).
+
+Reads only; decides nothing.
+"""
+
+from __future__ import annotations
+
+import re
+
+from metadata_server.fallback.xen import VIF_BACKENDS, XenHost
+
+_VIF_MAC_RE = re.compile(rf"^{VIF_BACKENDS}/(\d+)/(\d+)/mac$")
+_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+
+async def domains_by_mac(xen: XenHost) -> dict[str, set[int]]:
+    """MAC (lower case, colons) → the domids whose vifs carry it (normally one)."""
+    values = await xen.xenstore.list_values(VIF_BACKENDS)
+    found: dict[str, set[int]] = {}
+    for path, value in (values or {}).items():
+        match = _VIF_MAC_RE.match(path)
+        if match is None or value is None:
+            continue
+        mac = value.strip().lower().replace("-", ":")
+        if _MAC_RE.match(mac):
+            found.setdefault(mac, set()).add(int(match.group(1)))
+    return found
