@@ -55,6 +55,10 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return address
 
 
+def _no_cache(address: str) -> PeerLink | None:
+    return None
+
+
 class IdentityResolver:
     def __init__(
         self, snapshot: GuestSnapshot, policy: IdentityPolicy, neighbours: NeighbourLookup | None
@@ -66,6 +70,10 @@ class IdentityResolver:
         self.snapshot = snapshot
         self.policy = policy
         self.neighbours = neighbours
+        # Looked up once here rather than on every request.
+        self._verifies = policy.verify != "never"
+        self._skips_local = policy.verify == "auto"
+        self._neighbours_cached = neighbours.cached if neighbours is not None else _no_cache
 
     def _trusted(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         return any(address in net for net in self.policy.trusted_proxies)
@@ -100,18 +108,21 @@ class IdentityResolver:
     def resolve_now(self, peer: str, forwarded_for: Sequence[str] = ()) -> Caller | None:
         """The caller without waiting, when the answer is at hand (the usual case);
         None when the neighbour table must be asked first (then use `resolve`).
-        Raises NotFound or Forbidden like `resolve`."""
-        address, via_proxy = self.client_address(peer, forwarded_for)
+        Raises NotFound or Forbidden like `resolve`. On every guest request: kept lean."""
+        if forwarded_for and self.policy.trusted_proxies:
+            address, via_proxy = self.client_address(peer, forwarded_for)
+        else:
+            address, via_proxy = peer.removeprefix("::ffff:"), False
         document = self.snapshot.by_address(address)
         if document is None:
             raise NotFound("no configuration for this address")
-        if not via_proxy and self.policy.verify != "never":
-            assert self.neighbours is not None
-            link = self.neighbours.cached(address)
+        if not via_proxy and self._verifies:
+            link = self._neighbours_cached(address)
             if link is None:
                 return None
-            self._check(address, document, link)
-        return Caller(address=address, document=document, via_proxy=via_proxy)
+            if not (link.local and self._skips_local) and link.mac != document.view.mac:
+                self._check(address, document, link)
+        return Caller(address, document, via_proxy)
 
     async def resolve(self, peer: str, forwarded_for: Sequence[str] = ()) -> Caller:
         caller = self.resolve_now(peer, forwarded_for)

@@ -87,14 +87,23 @@ def text_error_response(error: MetadataError) -> web.Response:
     return response
 
 
-def guest_route(view: SyncView, *, marks_fetch: bool = False, text: bool = False) -> Handler:
+def guest_route(
+    view: SyncView,
+    *,
+    marks_fetch: bool = False,
+    text: bool = False,
+    with_query: Handler | None = None,
+) -> Handler:
     """A read route: rate-limit and resolve the caller, mark a first read as `fetched`
     when asked to, run the (synchronous) view, and turn a MetadataError into its
-    response (JSON, or a line of text for the EC2-style routes)."""
+    response (JSON, or a line of text for the EC2-style routes). A request with a query
+    string goes to `with_query` instead, when given."""
     to_response = text_error_response if text else error_response
 
     @functools.wraps(view)
     async def handler(request: web.Request) -> web.StreamResponse:
+        if with_query is not None and request.query_string:
+            return await with_query(request)  # the rare variant (a long-poll), elsewhere
         try:
             gate = request.app[GATE]
             # No extra coroutine when the caller is known at once (most calls).
@@ -130,8 +139,14 @@ def _not_modified(request: web.Request, document: GuestDocument) -> bool:
 
 
 def _headers(document: GuestDocument, content_type: str) -> dict[str, str]:
-    # One dict with the content type in it: the cheapest way aiohttp builds a response.
-    return {"Content-Type": content_type, "ETag": document.etag, "Cache-Control": "no-store"}
+    """The response headers of a document view, made once per document and kept with it.
+    One dict with the content type in it is the cheapest way aiohttp builds a response
+    (it copies the dict, so the kept one is never changed)."""
+    headers: dict[str, str] | None = document.derived.get(content_type)
+    if headers is None:
+        headers = {"Content-Type": content_type, "ETag": document.etag, "Cache-Control": "no-store"}
+        document.derived[content_type] = headers
+    return headers
 
 
 def config_json(request: web.Request, caller: Caller) -> web.StreamResponse:
@@ -236,14 +251,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    fast = guest_route(config_json, marks_fetch=True)
     waiting = guest_action(config_json_waiting)
-
-    async def get_config(request: web.Request) -> web.StreamResponse:
-        # The raw query string is the cheapest test for the rare long-poll.
-        return await (waiting if request.query_string else fast)(request)
-
-    app.router.add_get("/v1/config", get_config)
+    app.router.add_get("/v1/config", guest_route(config_json, marks_fetch=True, with_query=waiting))
     app.router.add_get("/v1/config.txt", guest_route(config_text, marks_fetch=True))
     app.router.add_get("/v1/user-data", guest_route(user_data))
     app.router.add_post("/v1/status", guest_action(post_status))
