@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from metadata_server.errors import ConfigError, Conflict, ConflictRows, NotFound, RowError
+from metadata_server.errors import ConfigError, Conflict, ConflictRows, NotFound
 from metadata_server.model import VM, State
 from metadata_server.store.base import Change, ChangeListener
 from metadata_server.store.migrations import (
@@ -29,6 +29,7 @@ from metadata_server.store.migrations import (
     set_version_statements,
 )
 from metadata_server.store.records import name_key, vm_from_record, vm_to_record
+from metadata_server.store.uniqueness import address_taken, import_errors, mac_taken, name_taken
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -170,22 +171,11 @@ class SQLiteStore:
             "SELECT mac FROM vms WHERE ipv4 = ? AND mac != ?", (vm.spec.ipv4.address, vm.mac)
         ).fetchone()
         if row:
-            return Conflict(
-                f"{vm.spec.ipv4.address} is already reserved by {row[0]}",
-                field="ipv4.address",
-                holder=row[0],
-            )
+            return address_taken(vm, row[0])
         row = conn.execute(
             "SELECT mac FROM vms WHERE name_key = ? AND mac != ?", (name_key(vm), vm.mac)
         ).fetchone()
-        if row:
-            return Conflict(
-                f"host name {vm.spec.hostname} (domain {vm.spec.domain or 'default'}) "
-                f"is already used by {row[0]}",
-                field="hostname",
-                holder=row[0],
-            )
-        return None
+        return name_taken(vm, row[0]) if row else None
 
     @staticmethod
     def _write(conn: sqlite3.Connection, vm: VM) -> None:
@@ -218,7 +208,7 @@ class SQLiteStore:
     async def create(self, vm: VM) -> None:
         def body(conn: sqlite3.Connection) -> None:
             if conn.execute("SELECT 1 FROM vms WHERE mac = ?", (vm.mac,)).fetchone():
-                raise Conflict(f"{vm.mac} is already registered", field="mac", holder=vm.mac)
+                raise mac_taken(vm)
             clash = self._clash(conn, vm)
             if clash:
                 raise clash
@@ -254,21 +244,19 @@ class SQLiteStore:
             changes = [
                 Change("updated" if vm.mac in existing else "created", vm.mac, vm) for vm in vms
             ]
-            # Rows replace records with the same MAC first, so a swap of two addresses
-            # inside one import is not a clash; then every unique field is checked once.
-            conn.executemany("DELETE FROM vms WHERE mac = ?", [(vm.mac,) for vm in vms])
-            errors: list[RowError] = []
-            seen: dict[str, int] = {}
-            for index, vm in enumerate(vms):
-                if vm.mac in seen:
-                    errors.append(RowError(index, "mac", f"{vm.mac} is also row {seen[vm.mac]}"))
-                    continue
-                seen[vm.mac] = index
-                clash = self._clash(conn, vm)
-                if clash:
-                    errors.append(RowError(index, clash.field, clash.detail))
-                    continue
-                self._write(conn, vm)
+            # Rows replace records with the same MAC, so two rows may swap addresses: the
+            # rows are checked against the records outside the import and each other.
+            importing = {vm.mac for vm in vms}
+            others = [
+                (mac, address, name)
+                for mac, address, name in conn.execute("SELECT mac, ipv4, name_key FROM vms")
+                if mac not in importing
+            ]
+            errors = import_errors(vms, others)
+            if not errors:
+                conn.executemany("DELETE FROM vms WHERE mac = ?", [(mac,) for mac in importing])
+                for vm in vms:
+                    self._write(conn, vm)
             if errors:
                 raise ConflictRows(errors)
             return changes
