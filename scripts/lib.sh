@@ -31,6 +31,12 @@ apt_install() {
 # make_venv EXTRAS: .venv with the project installed (editable) and its extras.
 make_venv() {
     if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
-    .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -e ".$1"
+    # pip and setuptools talk a lot; their output is shown only when the install fails.
+    log=.venv/install.log
+    if ! { .venv/bin/python -m pip install -q --upgrade pip &&
+        .venv/bin/python -m pip install -q -e ".$1"; } > "$log" 2>&1; then
+        cat "$log" >&2
+        echo "installing the project into .venv failed (log above, also in $log)" >&2
+        return 1
+    fi
 }
