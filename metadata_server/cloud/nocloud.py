@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
-
 from metadata_server.cloud.userdata import combined_user_data
+from metadata_server.cloud.yamltext import dump
 from metadata_server.documents import GuestView
 
 METADATA_ADDRESS = "169.254.169.254"
@@ -47,7 +46,7 @@ def network_config(view: GuestView) -> dict[str, Any]:
 
 
 def _yaml(data: dict[str, Any]) -> bytes:
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False).encode()
+    return dump(data).encode()
 
 
 def nocloud_files(view: GuestView) -> dict[str, bytes]:

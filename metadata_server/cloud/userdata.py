@@ -11,8 +11,7 @@ from email.message import EmailMessage
 from email.mime.multipart import MIMEMultipart
 from typing import Any
 
-import yaml
-
+from metadata_server.cloud.yamltext import YAMLError, dump, load
 from metadata_server.documents import GuestView
 
 CLOUD_CONFIG = "#cloud-config"
@@ -46,7 +45,7 @@ def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def dump_cloud_config(config: dict[str, Any]) -> str:
-    body = yaml.safe_dump(config, sort_keys=False, default_flow_style=False) if config else "{}\n"
+    body = dump(config) if config else "{}\n"
     return f"{CLOUD_CONFIG}\n{body}"
 
 
@@ -55,8 +54,8 @@ def parse_cloud_config(text: str) -> dict[str, Any] | None:
     if not text.startswith(CLOUD_CONFIG):
         return None
     try:
-        loaded = yaml.safe_load(text)
-    except yaml.YAMLError:
+        loaded = load(text)
+    except YAMLError:
         return None
     if loaded is None:
         return {}
