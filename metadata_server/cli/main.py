@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from metadata_server import __version__
-from metadata_server.cli import db, dhcp, iso, serve, vm
+from metadata_server.cli import compare, db, dhcp, iso, serve, vm
 from metadata_server.cli.client import CommandError
 from metadata_server.config import Settings, build_settings
 from metadata_server.errors import MetadataError
@@ -55,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("iso", help="the ISO fallback through the admin API")
     iso_commands = p.add_subparsers(dest="iso_command", required=True, metavar="ACTION")
     iso.add_parsers(iso_commands, _add_common)
+
+    p = commands.add_parser(
+        "compare", help="boot simulated guests by both methods and compare them"
+    )
+    compare.add_arguments(p)
+    p.set_defaults(handler=compare.run)
     return parser
 
 
