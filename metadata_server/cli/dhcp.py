@@ -12,20 +12,20 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from metadata_server.admin_token import load_client_token
-from metadata_server.cli.client import AdminClient, CommandError
+from metadata_server.cli.client import CommandError
+from metadata_server.cli.lease_hook import LeaseHookError, lease_reports, report_lease
 from metadata_server.cli.vm import url_of
 from metadata_server.config import Settings
 from metadata_server.dhcp.commands import DaemonError
 from metadata_server.dhcp.render import DAEMON_FILES, DAEMONS, render
 from metadata_server.dhcp.service import daemon_for, dhcp_plan
 from metadata_server.dhcp.templates import template_environment
-from metadata_server.errors import MetadataError
 from metadata_server.store import open_store
 
 LEASE_TIMEOUT = 5.0
@@ -126,25 +126,9 @@ def _with_daemon(settings: Settings, daemon: str) -> Settings:
     return replace(settings, dhcp=replace(settings.dhcp, daemon=daemon))
 
 
-def lease_reports(event: str, args: Sequence[str], env: dict[str, str]) -> list[tuple[str, str]]:
-    """(MAC, address) pairs that a hook call reports as held: dnsmasq's `add`/`old`, Kea's
-    committed, renewed and rebound leases. Releases and expiries report nothing."""
-    if event in ("add", "old"):
-        if len(args) < 2:
-            raise CommandError(f"dnsmasq's {event} needs MAC and IP")
-        return [(args[0], args[1])]
-    if event == "leases4_committed":
-        count = int(env.get("LEASES4_SIZE", "0") or 0)
-        return [
-            (env.get(f"LEASES4_AT{i}_HWADDR", ""), env.get(f"LEASES4_AT{i}_ADDRESS", ""))
-            for i in range(count)
-        ]
-    if event in ("lease4_renew", "lease4_rebind", "lease4_select"):
-        return [(env.get("LEASE4_HWADDR", ""), env.get("LEASE4_ADDRESS", ""))]
-    return []
-
-
 def _lease_hook(args: argparse.Namespace, settings_from: Callable[..., Settings]) -> int:
+    """The hook without --url/--admin-token-file: both come from the configuration.
+    (With both given, cli/main.py runs lease_hook.quick without loading this module.)"""
     reports = [
         (mac, ip)
         for mac, ip in lease_reports(args.event, args.args, dict(os.environ))
@@ -153,24 +137,10 @@ def _lease_hook(args: argparse.Namespace, settings_from: Callable[..., Settings]
     if not reports:
         return 0
     settings = settings_from(args, {})
-    client = AdminClient(args.url or url_of(settings), load_client_token(settings))
-
-    async def report() -> None:
-        for mac, address in reports:
-            try:
-                await client.request(
-                    "POST",
-                    f"/api/v1/vms/{mac}/lease",
-                    json_body={"address": address},
-                    timeout=LEASE_TIMEOUT,
-                )
-            except CommandError as exc:
-                if "[HTTP 404]" in exc.message:
-                    continue  # a MAC the registry does not know: nothing to record
-                raise
-
+    url, token = args.url or url_of(settings), load_client_token(settings)
     try:
-        asyncio.run(report())
-    except MetadataError as exc:
-        raise CommandError(exc.detail) from None
+        for mac, address in reports:
+            report_lease(url, token, mac, address)
+    except LeaseHookError as exc:
+        raise CommandError(str(exc)) from None
     return 0

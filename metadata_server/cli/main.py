@@ -7,19 +7,19 @@ usage error (argparse's own convention).
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from metadata_server import __version__
-from metadata_server.cli import compare, db, dhcp, iso, serve, vm
-from metadata_server.cli.client import CommandError
-from metadata_server.config import Settings, build_settings
-from metadata_server.errors import MetadataError
+
+if TYPE_CHECKING:
+    from metadata_server.config import Settings
+
+# The subcommands are imported when the parser is built, not here: the DHCP lease hook
+# runs once per lease and must start fast (see main()).
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +28,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from metadata_server.cli import compare, db, dhcp, iso, serve, vm
+
     parser = argparse.ArgumentParser(
         prog="metadata-server",
         description="First-boot configuration for Xen guests: registry, guest API, admin API.",
@@ -67,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
 def settings_from(
     args: argparse.Namespace, flags: dict[str, Any], *, demo: bool = False
 ) -> Settings:
+    from metadata_server.config import build_settings
+
     flags = dict(flags)
     if getattr(args, "admin_token_file", None):
         flags["admin.token_file"] = args.admin_token_file
@@ -74,11 +78,21 @@ def settings_from(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:2] == ["dhcp", "lease-hook"]:
+        from metadata_server.cli.lease_hook import quick
+
+        quick_result = quick(words[2:], os.environ)
+        if quick_result is not None:
+            return quick_result
+    from metadata_server.cli.client import CommandError
+    from metadata_server.errors import MetadataError
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(words)
     try:
-        result: int = args.handler(args, settings_from)
-        return result
+        code: int = args.handler(args, settings_from)
+        return code
     except CommandError as exc:
         print(f"metadata-server: {exc.message}", file=sys.stderr)
         for line in exc.details:
@@ -89,8 +103,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-
-
-def run_async(coro: Any) -> Any:
-    logging.getLogger("asyncio").setLevel(logging.WARNING)
-    return asyncio.run(coro)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from metadata_server.app import MetadataService
-from metadata_server.cli.dhcp import lease_reports
+from metadata_server.cli.lease_hook import lease_reports
 from metadata_server.dhcp.sync import DhcpStatus
 from metadata_server.errors import ConfigError
 from metadata_server.model import State
@@ -220,3 +220,41 @@ async def test_dhcp_commands(tmp_path: Path) -> None:
     code, _, err = await cli("dhcp", "render", "--config", str(config), "--out", "/proc/forbidden")
     assert code == 1 and "cannot write /proc/forbidden" in err
     assert admin_url
+
+
+def test_the_lease_hook_starts_without_the_heavy_modules(tmp_path: Path) -> None:
+    """A DHCP daemon runs the hook once per lease: with --url and --admin-token-file it must
+    not load aiohttp, pyroute2 or the server (its start-up is Dom0's biggest cost in a
+    boot storm otherwise)."""
+    import subprocess
+
+    token = tmp_path / "token"
+    token.write_text("x" * 32)
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "metadata_server", "dhcp", "lease-hook",
+         "del", "02:00:00:00:00:01", "198.18.0.5", "--url", "http://127.0.0.1:9",
+         "--admin-token-file", str(token)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    loaded = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    heavy = {
+        name for name in loaded if name.split(".")[0] in ("aiohttp", "pyroute2", "jinja2", "yaml")
+    }
+    assert not heavy and "metadata_server.config" not in loaded, sorted(heavy)
+    assert "metadata_server.cli.lease_hook" in loaded
+
+
+def test_the_lease_hook_reports_errors_in_one_line(tmp_path: Path) -> None:
+    import subprocess
+
+    token = tmp_path / "token"
+    token.write_text("x" * 32)
+    result = subprocess.run(
+        [sys.executable, "-m", "metadata_server", "dhcp", "lease-hook", "add", "02:00:00:00:00:01",
+         "198.18.0.5", "--url", "http://127.0.0.1:9", "--admin-token-file", str(token)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith(
+        "metadata-server: cannot reach the admin API at http://127.0.0.1:9"
+    )
