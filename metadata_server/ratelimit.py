@@ -20,7 +20,8 @@ class TokenBuckets:
         self.rate = rate
         self.burst = float(burst)
         self._clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
+        # key -> [tokens, at]: changed in place, so a request allocates nothing here
+        self._buckets: dict[str, list[float]] = {}
         self._last_sweep = clock()
         # A bucket is full again `burst / rate` seconds after its last use; look for such
         # buckets at most every few seconds, so the sweep stays off the hot path.
@@ -34,15 +35,15 @@ class TokenBuckets:
         now = self._clock()
         entry = self._buckets.get(key)
         if entry is None:
+            entry = self._buckets[key] = [self.burst, now]
+        tokens = entry[0] + (now - entry[1]) * self.rate
+        if tokens > self.burst:
             tokens = self.burst
-        else:
-            tokens = entry[0] + (now - entry[1]) * self.rate
-            if tokens > self.burst:
-                tokens = self.burst
+        entry[1] = now
         if tokens < 1.0:
-            self._buckets[key] = (tokens, now)
+            entry[0] = tokens
             return (1.0 - tokens) / self.rate
-        self._buckets[key] = (tokens - 1.0, now)
+        entry[0] = tokens - 1.0
         if now - self._last_sweep > self._sweep_every:
             self._sweep(now)
         return None
@@ -50,9 +51,7 @@ class TokenBuckets:
     def _sweep(self, now: float) -> None:
         full_after = self.burst / self.rate
         self._buckets = {
-            key: (tokens, at)
-            for key, (tokens, at) in self._buckets.items()
-            if now - at < full_after
+            key: entry for key, entry in self._buckets.items() if now - entry[1] < full_after
         }
         self._last_sweep = now
 

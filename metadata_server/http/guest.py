@@ -16,7 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import parse_qsl
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from metadata_server.documents import GuestDocument
 from metadata_server.errors import (
@@ -37,7 +37,14 @@ from metadata_server.registry import Registry
 log = logging.getLogger(__name__)
 MAX_STATUS_BODY = 4096
 STATUS_FIELDS = frozenset({"state", "message", "instance_id"})
-UNFETCHED = frozenset({State.REGISTERED, State.LEASED})
+
+
+def unfetched(state: State) -> bool:
+    """Registered or leased: the next read marks the guest fetched. (Identity tests, not
+    a set: an Enum hashes in Python code, which is measurable on the hot path.)"""
+    return state is State.REGISTERED or state is State.LEASED
+
+
 SyncView = Callable[[web.Request, Caller], web.StreamResponse]
 AsyncView = Callable[[web.Request, Caller], Awaitable[web.StreamResponse]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -59,22 +66,36 @@ class GuestGate:
         self.registry = registry
         self.reads_forwarded_for = identity.reads_forwarded_for
 
-    def admit(self, request: web.Request) -> tuple[Caller | None, str, Sequence[str]]:
-        """The caller, when it is known without waiting; raises 429, 403 or 404."""
+    def _peer(self, request: web.Request) -> tuple[str, Sequence[str]]:
         peer = request.remote or ""
-        forwarded: Sequence[str] = ()
         if self.reads_forwarded_for:
-            forwarded = request.headers.getall("X-Forwarded-For", [])
-        if self.limiter is not None:
+            return peer, request.headers.getall("X-Forwarded-For", [])
+        return peer, ()
+
+    def admit(self, request: web.Request) -> Caller | None:
+        """Take a token from the caller's bucket (429 when there is none), then the caller
+        if it is known without waiting (None: use `resolve`). Raises 403 or 404.
+        On every guest request: no allocation it can avoid."""
+        if self.reads_forwarded_for:
+            peer, forwarded = self._peer(request)
             key = self.identity.client_address(peer, forwarded)[0] if forwarded else peer
-            retry_after = self.limiter.take(key)
+        else:
+            peer = key = request.remote or ""
+            forwarded = ()
+        limiter = self.limiter
+        if limiter is not None:
+            retry_after = limiter.take(key)
             if retry_after is not None:
                 raise TooManyRequests("too many requests from this guest", retry_after=retry_after)
-        return self.identity.resolve_now(peer, forwarded), peer, forwarded
+        return self.identity.resolve_now(peer, forwarded)
+
+    async def resolve(self, request: web.Request) -> Caller:
+        """The caller after asking the neighbour table (admit said None). No token taken."""
+        peer, forwarded = self._peer(request)
+        return await self.identity.resolve(peer, forwarded)
 
     async def caller(self, request: web.Request) -> Caller:
-        caller, peer, forwarded = self.admit(request)
-        return caller or await self.identity.resolve(peer, forwarded)
+        return self.admit(request) or await self.resolve(request)
 
 
 def text_error_response(error: MetadataError) -> web.Response:
@@ -107,10 +128,8 @@ def guest_route(
         try:
             gate = request.app[GATE]
             # No extra coroutine when the caller is known at once (most calls).
-            caller, peer, forwarded = gate.admit(request)
-            if caller is None:
-                caller = await gate.identity.resolve(peer, forwarded)
-            if marks_fetch and caller.document.state in UNFETCHED:
+            caller = gate.admit(request) or await gate.resolve(request)
+            if marks_fetch and unfetched(caller.document.state):
                 await gate.registry.mark_fetched(caller.document.view.mac)
             return view(request, caller)
         except MetadataError as exc:
@@ -134,7 +153,7 @@ def guest_action(view: AsyncView, *, text: bool = False) -> Handler:
 
 
 def _not_modified(request: web.Request, document: GuestDocument) -> bool:
-    tags = request.headers.get("If-None-Match")
+    tags = request.headers.get(hdrs.IF_NONE_MATCH)  # an istr: no case folding per request
     return tags is not None and document.etag in (tag.strip() for tag in tags.split(","))
 
 
@@ -169,7 +188,7 @@ async def config_json_waiting(request: web.Request, caller: Caller) -> web.Strea
     if query.get("wait_for_change", "false").lower() not in ("true", "false"):
         raise InvalidInput("wait_for_change must be true or false", field="wait_for_change")
     document = caller.document
-    if document.state in UNFETCHED:
+    if unfetched(document.state):
         await request.app[REGISTRY].mark_fetched(document.view.mac)
     if query.get("wait_for_change", "false").lower() == "true":
         try:
