@@ -52,6 +52,36 @@ class AdminClient:
         params: dict[str, str] | None = None,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> Reply:
+        """The answer with its body decoded (JSON, else text); CommandError on failure."""
+        status, raw = await self.request_bytes(
+            method,
+            path,
+            json_body=json_body,
+            data=data,
+            content_type=content_type,
+            params=params,
+            timeout=timeout,
+        )
+        body: Any = None
+        if raw:
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = raw.decode("utf-8", "replace")
+        return Reply(status, body)
+
+    async def request_bytes(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        data: bytes | None = None,
+        content_type: str | None = None,
+        params: dict[str, str] | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> tuple[int, bytes]:
+        """The status and the raw body (an ISO image, say); CommandError on failure."""
         headers = {"Authorization": f"Bearer {self.token}"}
         if content_type:
             headers["Content-Type"] = content_type
@@ -78,15 +108,13 @@ class AdminClient:
             raise CommandError(
                 f"the admin API at {self.url} did not answer in {timeout:g} s"
             ) from None
-        body: Any = None
-        if raw:
-            try:
-                body = json.loads(raw)
-            except ValueError:
-                body = raw.decode("utf-8", "replace")
         if status >= 400:
-            raise _error_from(status, body)
-        return Reply(status, body)
+            try:
+                error: Any = json.loads(raw)
+            except ValueError:
+                error = None
+            raise _error_from(status, error)
+        return status, raw
 
 
 def _error_from(status: int, body: Any) -> CommandError:

@@ -21,12 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
-from metadata_server.admin_token import load_client_token
 from metadata_server.cli.client import AdminClient, CommandError
-from metadata_server.cli.vm import url_of
-from metadata_server.config import Settings
+from metadata_server.cli.vm import run_admin_command
 
 LAYOUTS = ("nocloud", "configdrive")
 DOWNLOAD_TIMEOUT = 60.0
@@ -41,7 +37,9 @@ def add_parsers(commands: Any, add_common: Callable[[argparse.ArgumentParser], N
         p.add_argument("--json", action="store_true", help="print JSON for scripts")
         p.add_argument("--mac", required=True, help="the guest's MAC address")
         p.add_argument("--layout", choices=LAYOUTS, help="default: the server's (nocloud)")
-        p.set_defaults(handler=lambda args, settings_from: _run(args, settings_from, handler))
+        p.set_defaults(
+            handler=lambda args, settings_from: run_admin_command(args, settings_from, handler)
+        )
         return p
 
     p = new("build", "write a guest's configuration ISO to a file (mode 0600)", _build)
@@ -50,49 +48,6 @@ def add_parsers(commands: Any, add_common: Callable[[argparse.ArgumentParser], N
     p = new("provision", "configure a guest from an ISO: attach, wait, detach", _provision)
     p.add_argument("--domid", type=int, help="the guest's domain (default: found by its MAC)")
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="default: the server's")
-
-
-def _run(
-    args: argparse.Namespace,
-    settings_from: Callable[..., Settings],
-    handler: Callable[[AdminClient, argparse.Namespace], Any],
-) -> int:
-    settings = settings_from(args, {})
-    url = args.url or url_of(settings)
-    client = AdminClient(url, load_client_token(settings))
-    result = asyncio.run(handler(client, args))
-    if result is not None:
-        print(result)
-    return 0
-
-
-async def _download(client: AdminClient, path: str, params: dict[str, str]) -> bytes:
-    """GET `path` and return the raw body (AdminClient decodes bodies as text)."""
-    unix = client.url.removeprefix("unix:") if client.url.startswith("unix:") else None
-    base = "http://localhost" if unix else client.url.rstrip("/")
-    connector = aiohttp.UnixConnector(path=unix) if unix else None
-    headers = {"Authorization": f"Bearer {client.token}"}
-    try:
-        async with (
-            aiohttp.ClientSession(
-                connector=connector, timeout=aiohttp.ClientTimeout(total=DOWNLOAD_TIMEOUT)
-            ) as session,
-            session.get(base + path, params=params, headers=headers) as response,
-        ):
-            body = await response.read()
-            status = response.status
-    except aiohttp.ClientConnectionError as exc:
-        raise CommandError(f"cannot reach the admin API at {client.url}: {exc}") from None
-    except TimeoutError:
-        raise CommandError(f"the admin API at {client.url} did not answer in time") from None
-    if status >= 400:
-        try:
-            error = json.loads(body)
-            detail = f"{error['detail']} [HTTP {status}]"
-        except (ValueError, KeyError, TypeError):
-            detail = f"the admin API answered HTTP {status}"
-        raise CommandError(detail)
-    return body
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -115,7 +70,9 @@ def _write_private(path: Path, data: bytes) -> None:
 
 async def _build(client: AdminClient, args: argparse.Namespace) -> str:
     params = {"layout": args.layout} if args.layout else {}
-    data = await _download(client, f"/api/v1/vms/{args.mac}/iso", params)
+    _, data = await client.request_bytes(
+        "GET", f"/api/v1/vms/{args.mac}/iso", params=params, timeout=DOWNLOAD_TIMEOUT
+    )
     await asyncio.to_thread(_write_private, args.out, data)
     if args.json:
         return json.dumps({"mac": args.mac, "out": str(args.out), "bytes": len(data)})

@@ -26,7 +26,9 @@ def add_parsers(commands: Any, add_common: Callable[[argparse.ArgumentParser], N
         add_common(p)
         p.add_argument("--url", help="admin API URL (default: from admin.listen)")
         p.add_argument("--json", action="store_true", help="print JSON for scripts")
-        p.set_defaults(handler=lambda args, settings_from: _run(args, settings_from, handler))
+        p.set_defaults(
+            handler=lambda args, settings_from: run_admin_command(args, settings_from, handler)
+        )
         return p
 
     p = new("add", "register or replace a guest", _add)
@@ -65,11 +67,12 @@ def add_parsers(commands: Any, add_common: Callable[[argparse.ArgumentParser], N
     p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS")
 
 
-def _run(
+def run_admin_command(
     args: argparse.Namespace,
     settings_from: Callable[..., Settings],
     handler: Callable[[AdminClient, argparse.Namespace], Any],
 ) -> int:
+    """Run an admin command: the client from the settings, its result printed."""
     settings = settings_from(args, {})
     url = args.url or url_of(settings)
     client = AdminClient(url, load_client_token(settings))
