@@ -7,11 +7,14 @@ reports committed changes only. Rules about what a change means live in the regi
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from metadata_server.model import VM, State
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,24 @@ class Change:
 
 
 ChangeListener = Callable[[Sequence[Change]], None]
+
+
+class Listeners:
+    """The in-process change feed a backend keeps: subscribers hear committed batches."""
+
+    def __init__(self) -> None:
+        self._listeners: list[ChangeListener] = []
+
+    def subscribe(self, listener: ChangeListener) -> Callable[[], None]:
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def publish(self, changes: Sequence[Change]) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(changes)
+            except Exception:  # a broken listener must not undo a committed change
+                log.exception("change listener failed")
 
 
 class Store(Protocol):

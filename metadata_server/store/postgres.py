@@ -30,7 +30,7 @@ import asyncpg
 from metadata_server.errors import ConfigError, Conflict, ConflictRows, NotFound
 from metadata_server.model import VM, State
 from metadata_server.store import dsn
-from metadata_server.store.base import Change, ChangeListener
+from metadata_server.store.base import Change, ChangeListener, Listeners
 from metadata_server.store.health import StoreHealth
 from metadata_server.store.migrations import SchemaState
 from metadata_server.store.pg_errors import BROKEN_CONNECTION, OUTAGES, reason, unavailable
@@ -128,7 +128,7 @@ class PostgresStore:
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
         self._feed: ChangeFeed | None = None
-        self._listeners: list[ChangeListener] = []
+        self._feed_out = Listeners()  # in-process subscribers
         self._origin = uuid.uuid4().hex
         # Held around each write and its publication, and by the feed around each
         # re-read and its publication: events reach listeners in commit order.
@@ -141,15 +141,10 @@ class PostgresStore:
         return self._feed.health if self._feed is not None else StoreHealth("postgresql")
 
     def _publish(self, changes: Sequence[Change]) -> None:
-        for listener in list(self._listeners):
-            try:
-                listener(changes)
-            except Exception:  # a broken listener must not undo a committed change
-                log.exception("change listener failed")
+        self._feed_out.publish(changes)
 
     def subscribe(self, listener: ChangeListener) -> Callable[[], None]:
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener)
+        return self._feed_out.subscribe(listener)
 
     def _require_pool(self) -> asyncpg.Pool:
         if self._pool is None:

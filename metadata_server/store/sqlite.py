@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from metadata_server.errors import ConfigError, Conflict, ConflictRows, NotFound
 from metadata_server.model import VM, State
-from metadata_server.store.base import Change, ChangeListener
+from metadata_server.store.base import Change, ChangeListener, Listeners
 from metadata_server.store.migrations import (
     READ_VERSION,
     VERSION_TABLE_DDL,
@@ -60,7 +60,7 @@ class SQLiteStore:
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._conn: sqlite3.Connection | None = None
-        self._listeners: list[ChangeListener] = []
+        self._feed_out = Listeners()  # in-process subscribers
         self.schema = SchemaState(before=0, after=0)
 
     # --- plumbing -------------------------------------------------------------------
@@ -73,15 +73,10 @@ class SQLiteStore:
         return await loop.run_in_executor(self._executor, fn, conn)
 
     def _publish(self, changes: Sequence[Change]) -> None:
-        for listener in list(self._listeners):
-            try:
-                listener(changes)
-            except Exception:  # a broken listener must not undo a committed change
-                log.exception("change listener failed")
+        self._feed_out.publish(changes)
 
     def subscribe(self, listener: ChangeListener) -> Callable[[], None]:
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener)
+        return self._feed_out.subscribe(listener)
 
     async def open(self) -> None:
         def connect() -> sqlite3.Connection:
