@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 RTN_LOCAL = 2
 NUD_INCOMPLETE = 0x01
 NUD_FAILED = 0x20
+LOOKUP_TIMEOUT = 2.0
 CACHE_SECONDS = 1.0  # a crawl of ~30 requests in a burst costs one lookup
 
 
@@ -67,7 +68,12 @@ class NetlinkNeighbours:
             # Requests that queued behind the lock find the answer the first one stored.
             link = self.cached(address)
             if link is None:
-                link = await self._lookup(address)
+                try:
+                    link = await asyncio.wait_for(self._lookup(address), LOOKUP_TIMEOUT)
+                except TimeoutError:
+                    # The kernel did not answer: nothing vouches for the peer (refused).
+                    log.error("netlink did not answer about %s in %s s", address, LOOKUP_TIMEOUT)
+                    return PeerLink(local=False, ifindex=None, mac=None)
                 if len(self._cache) > 65536:
                     self._cache.clear()
                 self._cache[address] = (time.monotonic(), link)
