@@ -159,3 +159,9 @@ def test_bad_dns_settings(tmp_path: Path, toml: str, message: str) -> None:
     with pytest.raises(ConfigError) as error:
         settings(tmp_path, toml)
     assert message in error.value.detail
+
+
+def test_the_example_configuration_is_valid() -> None:
+    example = Path(__file__).resolve().parents[1] / "examples" / "dom0.toml"
+    s = build_settings(config_file=example, env={}, flags={})
+    assert s.dhcp.daemon == "dnsmasq" and s.dhcp.manage and s.dns is not None and s.iso.auto
