@@ -41,27 +41,10 @@ class AdminClient:
             self._base = url.rstrip("/")
             self._unix = None
 
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json_body: Any = None,
-        data: bytes | None = None,
-        content_type: str | None = None,
-        params: dict[str, str] | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-    ) -> Reply:
-        """The answer with its body decoded (JSON, else text); CommandError on failure."""
-        status, raw = await self.request_bytes(
-            method,
-            path,
-            json_body=json_body,
-            data=data,
-            content_type=content_type,
-            params=params,
-            timeout=timeout,
-        )
+    async def request(self, method: str, path: str, **options: Any) -> Reply:
+        """The answer with its body decoded (JSON, else text); CommandError on failure.
+        `options` are request_bytes's."""
+        status, raw = await self.request_bytes(method, path, **options)
         body: Any = None
         if raw:
             try:

@@ -99,15 +99,8 @@ def scaling(comparison: Comparison, methods: Sequence[str], path: Path) -> bool:
         right.plot(ns, [r[4] for r in rows], "o-", color=colour, label=method)
     if not drawn:
         return False
-    sweep = sorted({run.guests for run in comparison.runs})
-    for ax in (left, right):
-        _log_n(ax, sweep)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    left.set_ylabel("time to configured, s")
-    right.set_ylabel("guests configured per second")
-    figure.suptitle("Scaling with N")
-    _save(figure, path)
+    _finish(figure, comparison, (left, right), path, "Scaling with N",
+            ("time to configured, s", "guests configured per second"))  # fmt: skip
     return True
 
 
@@ -132,16 +125,28 @@ def dom0_cost(comparison: Comparison, methods: Sequence[str], path: Path) -> boo
         right.plot(ns, [r.dom0.tasks / r.guests for r in runs], "o-", color=colour, label=method)
     if not drawn:
         return False
+    _finish(figure, comparison, (left, right), path, "Dom0's cost",
+            ("Dom0 CPU seconds per guest", "tasks spawned on Dom0 per guest"))  # fmt: skip
+    return True
+
+
+def _finish(
+    figure: Figure,
+    comparison: Comparison,
+    axes: tuple[Any, Any],
+    path: Path,
+    title: str,
+    ylabels: tuple[str, str],
+) -> None:
+    """Both panels of an N-sweep chart: log N axis, grid, legend, labels; then save."""
     sweep = sorted({run.guests for run in comparison.runs})
-    for ax in (left, right):
+    for ax, label in zip(axes, ylabels, strict=True):
         _log_n(ax, sweep)
         ax.grid(alpha=0.3)
         ax.legend()
-    left.set_ylabel("Dom0 CPU seconds per guest")
-    right.set_ylabel("tasks spawned on Dom0 per guest")
-    figure.suptitle("Dom0's cost")
+        ax.set_ylabel(label)
+    figure.suptitle(title)
     _save(figure, path)
-    return True
 
 
 def draw_all(comparison: Comparison, methods: Sequence[str], directory: Path) -> list[str]:
