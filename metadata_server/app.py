@@ -27,7 +27,7 @@ from metadata_server.errors import ConfigError
 from metadata_server.fallback.service import IsoFallback
 from metadata_server.http.admin import make_admin_app
 from metadata_server.http.cloud import add_routes as add_cloud_routes
-from metadata_server.http.guest import GuestGate, make_guest_app
+from metadata_server.http.guest import GuestGate, SessionTokens, make_guest_app
 from metadata_server.http.iso import PROVISIONER
 from metadata_server.http.keys import (
     CLOCK,
@@ -199,7 +199,10 @@ class MetadataService:
             if settings.guest.rate_limit > 0
             else None
         )
-        guest_app[GATE] = GuestGate(identity, limiter, self.registry)
+        tokens = SessionTokens(
+            guest_app[TOKEN_SECRET], self._clock, required=settings.ec2.tokens == "required"
+        )
+        guest_app[GATE] = GuestGate(identity, limiter, self.registry, tokens)
         self.iso = IsoFallback(
             settings.iso,
             self.registry,

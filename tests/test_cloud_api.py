@@ -289,9 +289,57 @@ async def test_tokens_required_mode(tmp_path: Path) -> None:
             service, "/latest/meta-data/mac", headers={"X-aws-ec2-metadata-token": token}
         )
         assert (status, text) == (200, mac_of(1))
-        assert (await fetch(service, "/v1/config"))[0] == 200, "the native API needs no EC2 token"
     finally:
         await service.stop()
+
+
+GUEST_ROUTES = [
+    ("GET", "/v1/config"),
+    ("GET", "/v1/config.txt"),
+    ("GET", "/v1/user-data"),
+    ("POST", "/v1/status"),
+    ("GET", "/v1/config?wait_for_change=true&timeout_sec=0"),
+    ("GET", "/"),
+    ("GET", "/latest/meta-data/instance-id"),
+    ("GET", "/openstack"),
+    ("GET", "/openstack/latest/meta_data.json"),
+    ("GET", "/nocloud/meta-data"),
+    ("GET", "/nocloud/user-data"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), GUEST_ROUTES, ids=[p for _, p in GUEST_ROUTES])
+async def test_required_tokens_cover_every_guest_route(
+    tmp_path: Path, method: str, path: str
+) -> None:
+    """An SSRF that can only send plain requests reaches no route, /v1 included; with a
+    token every route answers; a wrong token is refused in either mode."""
+    service = await started(tmp_path, **{"ec2.tokens": "required"})
+    body = "state=configured" if method == "POST" else None
+    form = {"Content-Type": "application/x-www-form-urlencoded"} if body else {}
+    try:
+        status, _, _ = await fetch(service, path, method=method, data=body, headers=form)
+        assert status == 401
+        _, token, _ = await fetch(
+            service,
+            "/latest/api/token",
+            method="PUT",
+            headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"},
+        )
+        auth = {"X-aws-ec2-metadata-token": token, **form}
+        status, _, _ = await fetch(service, path, method=method, data=body, headers=auth)
+        assert status in (200, 204)
+        bad = {**auth, "X-aws-ec2-metadata-token": token[:-2] + "xx"}
+        assert (await fetch(service, path, method=method, data=body, headers=bad))[0] == 401
+    finally:
+        await service.stop()
+
+
+async def test_optional_tokens_refuse_a_wrong_token_anywhere(svc: MetadataService) -> None:
+    assert (await fetch(svc, "/v1/config.txt"))[0] == 200
+    bad = {"X-aws-ec2-metadata-token": "99999999999.forged"}
+    assert (await fetch(svc, "/v1/config.txt", headers=bad))[0] == 401
+    assert (await fetch(svc, "/nocloud/meta-data", headers=bad))[0] == 401
 
 
 # --- change notification -----------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import socket
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from metadata_server.cloud.ec2 import EC2_VERSIONS, ec2_tree
 from metadata_server.cloud.ec2 import VERSIONS_LISTING as EC2_LISTING
@@ -19,14 +19,13 @@ from metadata_server.cloud.openstack import OPENSTACK_VERSIONS, openstack_files
 from metadata_server.cloud.openstack import VERSIONS_LISTING as OPENSTACK_LISTING
 from metadata_server.cloud.tree import FileTree
 from metadata_server.documents import GuestDocument
-from metadata_server.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from metadata_server.errors import Forbidden, InvalidInput, NotFound
 from metadata_server.http.guest import guest_action, guest_route
-from metadata_server.http.keys import CLOCK, CLOUD_OPTIONS, SETTINGS, TOKEN_SECRET
+from metadata_server.http.keys import CLOUD_OPTIONS, GATE, SETTINGS
 from metadata_server.identity import Caller
-from metadata_server.tokens import issue_token, parse_ttl, token_is_valid
+from metadata_server.tokens import parse_ttl
 
 log = logging.getLogger(__name__)
-TOKEN_HEADER = "X-aws-ec2-metadata-token"
 TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
 _VERSIONS = frozenset(EC2_VERSIONS)
 _OPENSTACK_VERSIONS = frozenset(OPENSTACK_VERSIONS)
@@ -58,26 +57,10 @@ def _tree(request: web.Request, caller: Caller, name: str) -> FileTree:
     return tree
 
 
-def _token_subject(caller: Caller) -> str:
-    return f"{caller.document.view.mac}|{caller.document.view.instance_id}"
-
-
-def _check_token(request: web.Request, caller: Caller) -> None:
-    token = request.headers.get(TOKEN_HEADER)
-    if token is None:
-        if request.app[SETTINGS].ec2.tokens == "required":
-            raise Unauthorized("a session token is required (PUT /latest/api/token)")
-        return
-    now = request.app[CLOCK]()
-    if not token_is_valid(request.app[TOKEN_SECRET], token, _token_subject(caller), now=now):
-        raise Unauthorized("the session token is unknown or expired")
-
-
 # --- EC2 -------------------------------------------------------------------------------
 
 
 def ec2_versions(request: web.Request, caller: Caller) -> web.StreamResponse:
-    _check_token(request, caller)
     return _text(EC2_LISTING)
 
 
@@ -85,7 +68,6 @@ def ec2_path(request: web.Request, caller: Caller) -> web.StreamResponse:
     version = request.match_info["version"]
     if version not in _VERSIONS:
         raise NotFound("Not Found")
-    _check_token(request, caller)
     path = request.match_info.get("path", "")
     tree = _tree(request, caller, "ec2")
     if path == "user-data" and caller.document.view.user_data is None:
@@ -99,13 +81,12 @@ def ec2_path(request: web.Request, caller: Caller) -> web.StreamResponse:
 async def ec2_token(request: web.Request, caller: Caller) -> web.StreamResponse:
     """IMDSv2: PUT /latest/api/token. The reply leaves with a low IP TTL (hop limit), so
     a token cannot be fetched through a NAT or container hop and relayed."""
-    if request.headers.getall("X-Forwarded-For", []):
-        raise Forbidden("Forbidden")
+    if hdrs.X_FORWARDED_FOR in request.headers or hdrs.FORWARDED in request.headers:
+        raise Forbidden("Forbidden")  # a proxy relays; a token must not cross one
     ttl = parse_ttl(request.headers.get(TTL_HEADER))
     if ttl is None:
         raise InvalidInput(f"{TTL_HEADER} must be an integer from 1 to 21600")
-    now = request.app[CLOCK]()
-    token = issue_token(request.app[TOKEN_SECRET], _token_subject(caller), now=now, ttl=ttl)
+    token = request.app[GATE].tokens.issue(caller, ttl)
     sock = request.transport.get_extra_info("socket") if request.transport else None
     if sock is not None and sock.family == socket.AF_INET:
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, request.app[SETTINGS].ec2.token_hop_limit)
@@ -154,7 +135,9 @@ def add_routes(app: web.Application) -> None:
     )
     app.router.add_get("/nocloud", guest_route(nocloud_path, text=True))
     app.router.add_get("/nocloud/{path:.*}", guest_route(nocloud_path, marks_fetch=True, text=True))
-    app.router.add_put("/latest/api/token", guest_action(ec2_token, text=True))
-    app.router.add_put("/{version}/api/token", guest_action(ec2_token_elsewhere, text=True))
+    app.router.add_put("/latest/api/token", guest_action(ec2_token, text=True, needs_token=False))
+    app.router.add_put(
+        "/{version}/api/token", guest_action(ec2_token_elsewhere, text=True, needs_token=False)
+    )
     app.router.add_get("/{version}", guest_route(ec2_path, text=True))
     app.router.add_get("/{version}/{path:.*}", guest_route(ec2_path, marks_fetch=True, text=True))

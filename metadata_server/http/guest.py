@@ -26,6 +26,7 @@ from metadata_server.errors import (
     MetadataError,
     NotFound,
     TooManyRequests,
+    Unauthorized,
 )
 from metadata_server.http.keys import GATE, REGISTRY, SNAPSHOT
 from metadata_server.http.middleware import decode_text, error_response, parse_json, read_body
@@ -33,9 +34,11 @@ from metadata_server.identity import Caller, IdentityResolver
 from metadata_server.model import GUEST_REPORTABLE_STATES, State, parse_message
 from metadata_server.ratelimit import TokenBuckets
 from metadata_server.registry import Registry
+from metadata_server.tokens import issue_token, token_is_valid
 
 log = logging.getLogger(__name__)
 MAX_STATUS_BODY = 4096
+TOKEN_HEADER = "X-aws-ec2-metadata-token"
 STATUS_FIELDS = frozenset({"state", "message", "instance_id"})
 
 
@@ -56,14 +59,19 @@ class GuestGate:
     One object under one app key, so the hot path does one lookup, not three.
     """
 
-    __slots__ = ("identity", "limiter", "registry", "reads_forwarded_for")
+    __slots__ = ("identity", "limiter", "registry", "reads_forwarded_for", "tokens")
 
     def __init__(
-        self, identity: IdentityResolver, limiter: TokenBuckets | None, registry: Registry
+        self,
+        identity: IdentityResolver,
+        limiter: TokenBuckets | None,
+        registry: Registry,
+        tokens: SessionTokens,
     ) -> None:
         self.identity = identity
         self.limiter = limiter
         self.registry = registry
+        self.tokens = tokens
         self.reads_forwarded_for = identity.reads_forwarded_for
 
     def _peer(self, request: web.Request) -> tuple[str, Sequence[str]]:
@@ -95,7 +103,38 @@ class GuestGate:
         return await self.identity.resolve(peer, forwarded)
 
     async def caller(self, request: web.Request) -> Caller:
-        return self.admit(request) or await self.resolve(request)
+        caller = self.admit(request) or await self.resolve(request)
+        self.tokens.check(request, caller)
+        return caller
+
+
+class SessionTokens:
+    """IMDSv2 session tokens as every guest route sees them: a token given must be valid
+    for this guest; in `required` mode a request without one is refused too (so an SSRF
+    in a guest that can only send plain GETs reaches nothing, the /v1 routes included)."""
+
+    __slots__ = ("clock", "required", "secret")
+
+    def __init__(self, secret: bytes, clock: Callable[[], float], *, required: bool) -> None:
+        self.secret = secret
+        self.clock = clock
+        self.required = required
+
+    @staticmethod
+    def subject(caller: Caller) -> str:
+        return f"{caller.document.view.mac}|{caller.document.view.instance_id}"
+
+    def issue(self, caller: Caller, ttl: int) -> str:
+        return issue_token(self.secret, self.subject(caller), now=self.clock(), ttl=ttl)
+
+    def check(self, request: web.Request, caller: Caller) -> None:
+        token = request.headers.get(TOKEN_HEADER)
+        if token is None:
+            if self.required:
+                raise Unauthorized("a session token is required (PUT /latest/api/token)")
+            return
+        if not token_is_valid(self.secret, token, self.subject(caller), now=self.clock()):
+            raise Unauthorized("the session token is unknown or expired")
 
 
 def text_error_response(error: MetadataError) -> web.Response:
@@ -129,6 +168,7 @@ def guest_route(
             gate = request.app[GATE]
             # No extra coroutine when the caller is known at once (most calls).
             caller = gate.admit(request) or await gate.resolve(request)
+            gate.tokens.check(request, caller)
             if marks_fetch and unfetched(caller.document.state):
                 await gate.registry.mark_fetched(caller.document.view.mac)
             return view(request, caller)
@@ -138,14 +178,18 @@ def guest_route(
     return handler
 
 
-def guest_action(view: AsyncView, *, text: bool = False) -> Handler:
-    """A route whose view must await: like guest_route otherwise."""
+def guest_action(view: AsyncView, *, text: bool = False, needs_token: bool = True) -> Handler:
+    """A route whose view must await: like guest_route otherwise. `needs_token=False` only
+    for the route that hands tokens out."""
     to_response = text_error_response if text else error_response
 
     @functools.wraps(view)
     async def handler(request: web.Request) -> web.StreamResponse:
         try:
-            return await view(request, await request.app[GATE].caller(request))
+            gate = request.app[GATE]
+            if needs_token:
+                return await view(request, await gate.caller(request))
+            return await view(request, gate.admit(request) or await gate.resolve(request))
         except MetadataError as exc:
             return to_response(exc)
 
