@@ -27,13 +27,14 @@ from metadata_server.errors import ConfigError
 from metadata_server.fallback.service import IsoFallback
 from metadata_server.http.admin import make_admin_app
 from metadata_server.http.cloud import add_routes as add_cloud_routes
-from metadata_server.http.guest import GuestGate, SessionTokens, make_guest_app
+from metadata_server.http.connections import ConnectionCounter, ConnectionLimits, GuardedTCPSite
+from metadata_server.http.guest import GuestAccess, SessionTokens, make_guest_app
 from metadata_server.http.iso import PROVISIONER
 from metadata_server.http.keys import (
+    ACCESS,
     CLOCK,
     CLOUD_OPTIONS,
     DHCP,
-    GATE,
     IDENTITY,
     REGISTRY,
     SETTINGS,
@@ -202,7 +203,7 @@ class MetadataService:
         tokens = SessionTokens(
             guest_app[TOKEN_SECRET], self._clock, required=settings.ec2.tokens == "required"
         )
-        guest_app[GATE] = GuestGate(identity, limiter, self.registry, tokens)
+        guest_app[ACCESS] = GuestAccess(identity, limiter, tokens)
         self.iso = IsoFallback(
             settings.iso,
             self.registry,
@@ -221,12 +222,27 @@ class MetadataService:
             except BridgeAddressError as exc:
                 raise ConfigError(f"bridge: {exc}") from None
 
-        guest_runner = web.AppRunner(guest_app, access_log=None, shutdown_timeout=2.0)
+        guest = settings.guest
+        guest_runner = web.AppRunner(
+            guest_app, access_log=None, shutdown_timeout=2.0, keepalive_timeout=guest.idle_timeout
+        )
         await guest_runner.setup()
         self._runners.append(guest_runner)
-        for listen in settings.guest.listen:
-            site = await _start_site(guest_runner, listen)
-            self.guest_addresses.append(_bound(site, listen))
+        counter = ConnectionCounter(
+            ConnectionLimits(
+                per_source=guest.max_connections,
+                request_timeout=guest.request_timeout,
+                idle_timeout=guest.idle_timeout,
+                max_header_bytes=guest.max_header_bytes,
+            ),
+            exempt=identity.is_trusted_proxy,
+        )
+        for listen in guest.listen:
+            assert listen.host is not None and listen.port is not None  # guests use TCP
+            guarded = GuardedTCPSite(guest_runner, listen.host, listen.port, counter)
+            await guarded.start()
+            assert guarded.bound is not None
+            self.guest_addresses.append(BoundAddress(*guarded.bound))
 
         if settings.dns is not None:
             self.dns = DnsService(settings.dns, self.store, settings.domain)

@@ -65,6 +65,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("guest.rate_limit", "float", 20.0, "requests per second per guest (0: no limit)"),
     Setting("guest.rate_burst", "int", 200, "requests a guest may make at once", minimum=1),
+    Setting("guest.max_connections", "int", 16, "open connections per guest address", minimum=1),
+    Setting(
+        "guest.request_timeout", "float", 10.0, "seconds for a request to arrive, head and body"
+    ),
+    Setting("guest.idle_timeout", "float", 15.0, "seconds an idle keep-alive connection stays"),
+    Setting("guest.max_header_bytes", "int", 16384, "largest request head in bytes", minimum=1024),
     Setting("ec2.tokens", "choice", "optional", "IMDSv2 tokens", choices=("optional", "required")),
     Setting("ec2.token_hop_limit", "int", 1, "IP TTL of the token reply", minimum=1),
     Setting("ec2.instance_type", "str", "xen.guest", "EC2 instance-type of every guest"),
@@ -165,6 +171,10 @@ class GuestSettings:
     serve_secrets_once: bool
     rate_limit: float
     rate_burst: int
+    max_connections: int
+    request_timeout: float
+    idle_timeout: float
+    max_header_bytes: int
 
 
 @dataclass(frozen=True)
@@ -370,6 +380,12 @@ def _in_range(value: int, low: int, high: int, name: str) -> int:
     return value
 
 
+def _positive(value: float, name: str) -> float:
+    if not 0 < value <= 3600:
+        raise ConfigError(f"{name} must be more than 0 and at most 3600 seconds")
+    return value
+
+
 def _single_line(value: str, name: str) -> str:
     if not value or not value.isprintable() or len(value) > 64 or " " in value:
         raise ConfigError(f"{name} must be 1-64 printable characters without spaces")
@@ -482,6 +498,10 @@ def build_settings(
             serve_secrets_once=raw["guest.serve_secrets_once"],
             rate_limit=raw["guest.rate_limit"],
             rate_burst=raw["guest.rate_burst"],
+            max_connections=raw["guest.max_connections"],
+            request_timeout=_positive(raw["guest.request_timeout"], "guest.request_timeout"),
+            idle_timeout=_positive(raw["guest.idle_timeout"], "guest.idle_timeout"),
+            max_header_bytes=raw["guest.max_header_bytes"],
         ),
         dhcp=dhcp,
         bridge=raw["bridge"],

@@ -5,12 +5,19 @@ proxy (then the proxy vouches for the client, so no neighbour check applies). Ot
 the record that reserves the peer address must also be the MAC that holds the address
 in the neighbour table (`verify`: `always`; `auto` skips peers on this host itself;
 `never`). An unknown caller learns nothing about other guests.
+
+The neighbour check is made once per TCP connection (a connection cannot change its
+peer), by a lookup that started after the connection opened, and it is made again when
+the kernel reports a change of that address's neighbour entry. `ConnectionProof` is what
+one connection has shown so far; `lookup` answers from it without waiting, `resolve`
+asks the kernel when it cannot.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
@@ -26,9 +33,31 @@ VERIFY_MODES = ("auto", "always", "never")
 
 
 class NeighbourLookup(Protocol):
-    def cached(self, address: str) -> PeerLink | None: ...
+    def generation(self, address: str) -> int: ...
 
-    async def peer_link(self, address: str) -> PeerLink: ...
+    async def peer_link(self, address: str, *, not_before: float) -> PeerLink: ...
+
+
+class ConnectionProof:
+    """What one TCP connection has proven about its peer: the neighbour answer for one
+    address, valid while that address's neighbour generation stays the same.
+    `opened_at` is on `time.monotonic()`'s clock."""
+
+    __slots__ = ("address", "generation", "link", "opened_at")
+
+    def __init__(self, opened_at: float) -> None:
+        self.opened_at = opened_at
+        self.address: str | None = None
+        self.link: PeerLink | None = None
+        self.generation = -1
+
+    def link_for(self, address: str, generation: int) -> PeerLink | None:
+        if address == self.address and generation == self.generation:
+            return self.link
+        return None
+
+    def remember(self, address: str, link: PeerLink, generation: int) -> None:
+        self.address, self.link, self.generation = address, link, generation
 
 
 @dataclass(frozen=True)
@@ -55,10 +84,6 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return address
 
 
-def _no_cache(address: str) -> PeerLink | None:
-    return None
-
-
 class IdentityResolver:
     def __init__(
         self, snapshot: GuestSnapshot, policy: IdentityPolicy, neighbours: NeighbourLookup | None
@@ -70,24 +95,27 @@ class IdentityResolver:
         self.snapshot = snapshot
         self.policy = policy
         self.neighbours = neighbours
-        # Looked up once here rather than on every request.
         self._verifies = policy.verify != "never"
         self._skips_local = policy.verify == "auto"
-        self._neighbours_cached = neighbours.cached if neighbours is not None else _no_cache
 
     def _trusted(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         return any(address in net for net in self.policy.trusted_proxies)
 
+    def is_trusted_proxy(self, peer: str) -> bool:
+        """Whether `peer` is one of our proxies (which carry many guests' connections)."""
+        address = _address(peer) if self.policy.trusted_proxies else None
+        return address is not None and self._trusted(address)
+
     def client_address(self, peer: str, forwarded_for: Sequence[str]) -> tuple[str, bool]:
         """The client's address and whether a trusted proxy named it."""
         if not (forwarded_for and self.policy.trusted_proxies):
-            # The common case, kept free of parsing: the kernel's peer address is already
-            # canonical text; only an IPv4-mapped IPv6 peer needs unwrapping.
+            # The kernel's peer address is canonical text already; only an IPv4-mapped
+            # IPv6 peer needs unwrapping.
             return peer.removeprefix("::ffff:"), False
         peer_address = _address(peer)
         if peer_address is None:
             raise NotFound("no configuration for this address")
-        if not forwarded_for or not self._trusted(peer_address):
+        if not self._trusted(peer_address):
             return str(peer_address), False
         hops = [hop for header in forwarded_for for hop in header.split(",")]
         # Walk from the nearest hop outwards; the first hop that is not one of our own
@@ -105,43 +133,50 @@ class IdentityResolver:
         """Whether X-Forwarded-For can matter at all (only with trusted proxies)."""
         return bool(self.policy.trusted_proxies)
 
-    def resolve_now(self, peer: str, forwarded_for: Sequence[str] = ()) -> Caller | None:
-        """The caller without waiting, when the answer is at hand (the usual case);
-        None when the neighbour table must be asked first (then use `resolve`).
-        Raises NotFound or Forbidden like `resolve`. On every guest request: kept lean."""
-        if forwarded_for and self.policy.trusted_proxies:
-            address, via_proxy = self.client_address(peer, forwarded_for)
-        else:
-            address, via_proxy = peer.removeprefix("::ffff:"), False
+    def lookup(
+        self, peer: str, forwarded_for: Sequence[str], connection: ConnectionProof | None
+    ) -> Caller | None:
+        """The caller when the connection has already proven its peer (or no proof is
+        needed); None when the kernel must be asked first (then use `resolve`). Raises
+        NotFound for an unknown caller and Forbidden for one holding another's address."""
+        address, via_proxy = self.client_address(peer, forwarded_for)
         document = self.snapshot.by_address(address)
         if document is None:
             raise NotFound("no configuration for this address")
-        if not via_proxy and self._verifies:
-            link = self._neighbours_cached(address)
-            if link is None:
-                return None
-            if not (link.local and self._skips_local) and link.mac != document.view.mac:
-                self._check(address, document, link)
-        return Caller(address, document, via_proxy)
+        if via_proxy or not self._verifies:
+            return Caller(address, document, via_proxy)
+        if connection is None or self.neighbours is None:
+            return None
+        link = connection.link_for(address, self.neighbours.generation(address))
+        if link is None:
+            return None
+        self._check(address, document, link)
+        return Caller(address, document, False)
 
-    async def resolve(self, peer: str, forwarded_for: Sequence[str] = ()) -> Caller:
-        caller = self.resolve_now(peer, forwarded_for)
+    async def resolve(
+        self, peer: str, forwarded_for: Sequence[str], connection: ConnectionProof | None
+    ) -> Caller:
+        """The caller, asking the kernel's neighbour table when the connection has not
+        proven its peer yet (a connection unknown to us proves nothing: asked every time)."""
+        caller = self.lookup(peer, forwarded_for, connection)
         if caller is not None:
             return caller
-        address, _ = self.client_address(peer, forwarded_for)
         assert self.neighbours is not None
-        link = await self.neighbours.peer_link(address)
-        caller = self.resolve_now(peer, forwarded_for)  # the snapshot may have moved on
-        if caller is not None:
-            return caller
-        document = self.snapshot.by_address(address)
+        address, _ = self.client_address(peer, forwarded_for)
+        # Read before asking: a change reported while the lookup runs voids its answer.
+        generation = self.neighbours.generation(address)
+        opened_at = connection.opened_at if connection is not None else time.monotonic()
+        link = await self.neighbours.peer_link(address, not_before=opened_at)
+        if connection is not None:
+            connection.remember(address, link, generation)
+        document = self.snapshot.by_address(address)  # the snapshot may have moved on
         if document is None:
             raise NotFound("no configuration for this address")
         self._check(address, document, link)
-        return Caller(address=address, document=document, via_proxy=False)
+        return Caller(address, document, False)
 
     def _check(self, address: str, document: GuestDocument, link: PeerLink) -> None:
-        if link.local and self.policy.verify == "auto":
+        if link.local and self._skips_local:
             return
         if link.mac != document.view.mac:
             log.warning(

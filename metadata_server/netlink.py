@@ -2,13 +2,18 @@
 
 Guest identity checks ask two things about a peer address: is it one of this host's own
 addresses (then it came over loopback), and which MAC holds it in the neighbour table of
-the interface the kernel routes it through. Answers are cached briefly, because a boot
-storm asks the same questions many times a second.
+the interface the kernel routes it through. Nothing is cached across time: each answer is
+asked of the kernel when a connection needs it, and concurrent questions about one address
+share one lookup only when it started after the asker's connection did. A watch on the
+kernel's neighbour events (RTM_NEWNEIGH, RTM_DELNEIGH) counts a generation per address,
+so a connection that proved its peer earlier re-checks once that entry has changed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
 import time
 from dataclasses import dataclass
@@ -16,6 +21,7 @@ from typing import Any
 
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl import RTMGRP_NEIGH
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +29,7 @@ RTN_LOCAL = 2
 NUD_INCOMPLETE = 0x01
 NUD_FAILED = 0x20
 LOOKUP_TIMEOUT = 2.0
-CACHE_SECONDS = 1.0  # a crawl of ~30 requests in a burst costs one lookup
+MAX_TRACKED_ADDRESSES = 65536
 
 
 @dataclass(frozen=True)
@@ -35,49 +41,96 @@ class PeerLink:
     mac: str | None
 
 
-class NetlinkNeighbours:
-    """Neighbour-table lookups over one rtnetlink socket, cached for CACHE_SECONDS."""
+NOBODY = PeerLink(local=False, ifindex=None, mac=None)
 
-    def __init__(self, cache_seconds: float = CACHE_SECONDS) -> None:
+
+class NetlinkNeighbours:
+    """Neighbour-table lookups over one rtnetlink socket, and a watch on its changes."""
+
+    def __init__(self, clock: Any = time.monotonic) -> None:
         self._ipr: Any = None
-        self._lock = asyncio.Lock()
-        self._cache: dict[str, tuple[float, PeerLink]] = {}
-        self._cache_seconds = cache_seconds
+        self._watch_ipr: Any = None
+        self._watch: asyncio.Task[None] | None = None
+        self._clock = clock
+        self._counter = itertools.count(1)
+        self._floor = 0
+        self._generations: dict[str, int] = {}
+        self._in_flight: dict[str, tuple[float, asyncio.Future[PeerLink]]] = {}
 
     async def start(self) -> None:
         self._ipr = AsyncIPRoute()
         await self._ipr.setup_endpoint()
+        self._watch_ipr = AsyncIPRoute()
+        await self._watch_ipr.bind(groups=RTMGRP_NEIGH)
+        self._watch = asyncio.create_task(self._follow_changes(), name="neighbour-watch")
 
     async def stop(self) -> None:
-        if self._ipr is not None:
-            self._ipr.close()
-            self._ipr = None
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
+        for ipr in (self._watch_ipr, self._ipr):
+            if ipr is not None:
+                ipr.close()
+        self._ipr = self._watch_ipr = None
 
-    def cached(self, address: str) -> PeerLink | None:
-        """The answer from the cache when it is fresh; no await on the hot path."""
-        entry = self._cache.get(address)
-        if entry is not None and time.monotonic() - entry[0] < self._cache_seconds:
-            return entry[1]
-        return None
+    def generation(self, address: str) -> int:
+        """A number that changes whenever the kernel reports a change of `address`'s
+        neighbour entry: an answer taken at one generation holds only while it lasts."""
+        return self._generations.get(address, self._floor)
 
-    async def peer_link(self, address: str) -> PeerLink:
-        link = self.cached(address)
-        if link is not None:
-            return link
-        async with self._lock:
-            # Requests that queued behind the lock find the answer the first one stored.
-            link = self.cached(address)
-            if link is None:
-                try:
-                    link = await asyncio.wait_for(self._lookup(address), LOOKUP_TIMEOUT)
-                except TimeoutError:
-                    # The kernel did not answer: nothing vouches for the peer (refused).
-                    log.error("netlink did not answer about %s in %s s", address, LOOKUP_TIMEOUT)
-                    return PeerLink(local=False, ifindex=None, mac=None)
-                if len(self._cache) > 65536:
-                    self._cache.clear()
-                self._cache[address] = (time.monotonic(), link)
+    def changed(self, address: str) -> None:
+        if len(self._generations) >= MAX_TRACKED_ADDRESSES:
+            # Forget the counts, but move every address to a number never handed out,
+            # so no earlier answer can match again.
+            self._generations.clear()
+            self._floor = next(self._counter)
+        self._generations[address] = next(self._counter)
+
+    async def _follow_changes(self) -> None:
+        assert self._watch_ipr is not None
+        while True:
+            try:
+                async for message in self._watch_ipr.get():
+                    destination = message.get("dst")
+                    if destination:
+                        self.changed(str(destination))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the watch must not die with one bad message
+                log.exception("reading neighbour events failed; going on")
+                await asyncio.sleep(0.1)
+
+    async def peer_link(self, address: str, *, not_before: float) -> PeerLink:
+        """Where `address` is now, from a lookup that started at or after `not_before`
+        (a connection's opening time on this class's clock): an answer the kernel gave
+        before the connection existed never vouches for it."""
+        pending = self._in_flight.get(address)
+        if pending is not None and pending[0] >= not_before:
+            return await asyncio.shield(pending[1])
+        started = self._clock()
+        future: asyncio.Future[PeerLink] = asyncio.get_running_loop().create_future()
+        self._in_flight[address] = (started, future)
+        try:
+            link = await asyncio.wait_for(self._lookup(address), LOOKUP_TIMEOUT)
+        except TimeoutError:
+            # The kernel did not answer: nothing vouches for the peer (refused).
+            log.error("netlink did not answer about %s in %s s", address, LOOKUP_TIMEOUT)
+            link = NOBODY
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: joiners see it, nobody else must
+            raise
+        finally:
+            if self._in_flight.get(address, (None, None))[1] is future:
+                del self._in_flight[address]
+        future.set_result(link)
         return link
+
+    def now(self) -> float:
+        """The clock `peer_link`'s `not_before` is read on."""
+        return float(self._clock())
 
     async def _lookup(self, address: str) -> PeerLink:
         if self._ipr is None:
@@ -86,10 +139,10 @@ class NetlinkNeighbours:
             routes = await self._ipr.route("get", dst=address)
         except NetlinkError as exc:  # no route to the peer: nothing can vouch for it
             log.debug("no route to %s: %s", address, exc)
-            return PeerLink(local=False, ifindex=None, mac=None)
+            return NOBODY
         route = routes[0] if routes else None
         if route is None:
-            return PeerLink(local=False, ifindex=None, mac=None)
+            return NOBODY
         if route["type"] == RTN_LOCAL:
             return PeerLink(local=True, ifindex=None, mac=None)
         ifindex = route.get("oif")

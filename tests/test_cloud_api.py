@@ -399,7 +399,7 @@ async def test_bad_wait_parameters(svc: MetadataService, query: str) -> None:
 async def test_a_flooding_guest_is_limited_and_others_are_not(tmp_path: Path) -> None:
     service = await started(tmp_path, **{"guest.rate_limit": 5.0, "guest.rate_burst": 20})
     try:
-        connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0), limit=50)
+        connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0), limit=16)  # its cap
         quiet = aiohttp.TCPConnector(local_addr=("127.0.0.1", 0))
         base = service.guest_addresses[0].url
         async with (

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import resource
 import signal
 import sys
 from collections.abc import Callable
@@ -97,6 +98,22 @@ async def serve(settings: Settings, *, demo: bool) -> None:
         await service.stop()
 
 
+def raise_open_file_limit() -> int:
+    """Every connection is a file descriptor: take the hard limit, not the soft default
+    (1024 under systemd), so many guests at once never run the server out of them.
+    Returns the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = min(hard, 1 << 20)  # unlimited is capped by the kernel's nr_open anyway
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open file limit from %d: %s", soft, exc)
+            return soft
+        return wanted
+    return soft
+
+
 def run(args: argparse.Namespace, settings_from: Callable[..., Settings]) -> int:
     settings = settings_from(args, _flags(args), demo=args.demo)
     logging.basicConfig(
@@ -105,5 +122,6 @@ def run(args: argparse.Namespace, settings_from: Callable[..., Settings]) -> int
         stream=sys.stderr,
     )
     logging.getLogger("asyncio").setLevel(logging.WARNING)
+    log.debug("open file limit: %d", raise_open_file_limit())
     asyncio.run(serve(settings, demo=args.demo))
     return 0

@@ -3,9 +3,9 @@
 Each datagram or TCP message goes to `answer()` with the current Zone (through the
 per-Zone AnswerCache); a Forward goes to the Forwarder, and the upstream's answer is
 fitted to the client's size. This module only moves bytes: it decides nothing about DNS
-itself. TCP connections are capped in number and closed when idle or slow; oversized or
-undersized TCP lengths close the connection. Nothing a client sends may stop or stall
-the other clients.
+itself. TCP connections are capped per client address (and in all) and closed when idle
+or slow; oversized or undersized TCP lengths close the connection. Nothing a client sends
+may stop or stall the other clients.
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ class DnsServer:
         self._tcp: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._connections = 0
+        self._per_client: dict[str, int] = {}
         self.addresses: list[Endpoint] = []
 
     async def start(self) -> None:
@@ -151,7 +152,12 @@ class DnsServer:
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
-        if self._connections >= self.settings.max_tcp_connections:
+        client = str(peer[0]) if peer else ""
+        from_client = self._per_client.get(client, 0)
+        if (
+            self._connections >= self.settings.max_tcp_connections
+            or from_client >= self.settings.max_tcp_per_client
+        ):
             log.debug("TCP connection from %s refused: at the cap", peer)
             writer.transport.abort()
             return
@@ -159,6 +165,7 @@ class DnsServer:
         if task is not None:
             self._track(task)
         self._connections += 1
+        self._per_client[client] = from_client + 1
         idle = self.settings.tcp_idle_timeout
         clean = False
         try:
@@ -192,6 +199,9 @@ class DnsServer:
             pass
         finally:
             self._connections -= 1
+            left = self._per_client.pop(client) - 1
+            if left:
+                self._per_client[client] = left
             if clean:
                 writer.close()
             else:

@@ -71,7 +71,8 @@ class DnsSettings:
     ttl: int = 60
     upstream_timeout: float = 2.0
     tcp_idle_timeout: float = 10.0
-    max_tcp_connections: int = 100
+    max_tcp_connections: int = 1024  # in all (file descriptors)
+    max_tcp_per_client: int = 8  # from one address: one client cannot take them all
 
     def __post_init__(self) -> None:
         if not self.listen:
@@ -102,8 +103,10 @@ class DnsSettings:
             value = getattr(self, field_name)
             if not isinstance(value, int | float) or not 0 < value <= 60:
                 raise ConfigError(f"dns.{field_name} must be more than 0 and at most 60 seconds")
-        if type(self.max_tcp_connections) is not int or self.max_tcp_connections < 1:
-            raise ConfigError("dns.max_tcp_connections must be a positive integer")
+        for field_name in ("max_tcp_connections", "max_tcp_per_client"):
+            value = getattr(self, field_name)
+            if type(value) is not int or value < 1:
+                raise ConfigError(f"dns.{field_name} must be a positive integer")
         # Normalised forms; the dataclass is frozen, so set them the one allowed way.
         object.__setattr__(self, "zone", zone)
         object.__setattr__(self, "metadata_name", metadata_name)

@@ -21,7 +21,7 @@ from metadata_server.cloud.tree import FileTree
 from metadata_server.documents import GuestDocument
 from metadata_server.errors import Forbidden, InvalidInput, NotFound
 from metadata_server.http.guest import guest_action, guest_route
-from metadata_server.http.keys import CLOUD_OPTIONS, GATE, SETTINGS
+from metadata_server.http.keys import ACCESS, CLOUD_OPTIONS, SETTINGS
 from metadata_server.identity import Caller
 from metadata_server.tokens import parse_ttl
 
@@ -86,7 +86,7 @@ async def ec2_token(request: web.Request, caller: Caller) -> web.StreamResponse:
     ttl = parse_ttl(request.headers.get(TTL_HEADER))
     if ttl is None:
         raise InvalidInput(f"{TTL_HEADER} must be an integer from 1 to 21600")
-    token = request.app[GATE].tokens.issue(caller, ttl)
+    token = request.app[ACCESS].tokens.issue(caller, ttl)
     sock = request.transport.get_extra_info("socket") if request.transport else None
     if sock is not None and sock.family == socket.AF_INET:
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, request.app[SETTINGS].ec2.token_hop_limit)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 from aiohttp import hdrs, web
@@ -28,12 +29,12 @@ from metadata_server.errors import (
     TooManyRequests,
     Unauthorized,
 )
-from metadata_server.http.keys import GATE, REGISTRY, SNAPSHOT
+from metadata_server.http.connections import proof_of
+from metadata_server.http.keys import ACCESS, REGISTRY, SNAPSHOT
 from metadata_server.http.middleware import decode_text, error_response, parse_json, read_body
 from metadata_server.identity import Caller, IdentityResolver
 from metadata_server.model import GUEST_REPORTABLE_STATES, State, parse_message
 from metadata_server.ratelimit import TokenBuckets
-from metadata_server.registry import Registry
 from metadata_server.tokens import issue_token, token_is_valid
 
 log = logging.getLogger(__name__)
@@ -43,69 +44,13 @@ STATUS_FIELDS = frozenset({"state", "message", "instance_id"})
 
 
 def unfetched(state: State) -> bool:
-    """Registered or leased: the next read marks the guest fetched. (Identity tests, not
-    a set: an Enum hashes in Python code, which is measurable on the hot path.)"""
-    return state is State.REGISTERED or state is State.LEASED
+    """Registered or leased: the next read marks the guest fetched."""
+    return state in (State.REGISTERED, State.LEASED)
 
 
 SyncView = Callable[[web.Request, Caller], web.StreamResponse]
 AsyncView = Callable[[web.Request, Caller], Awaitable[web.StreamResponse]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class GuestGate:
-    """What every guest request passes first: its rate limit, then its identity.
-
-    One object under one app key, so the hot path does one lookup, not three.
-    """
-
-    __slots__ = ("identity", "limiter", "registry", "reads_forwarded_for", "tokens")
-
-    def __init__(
-        self,
-        identity: IdentityResolver,
-        limiter: TokenBuckets | None,
-        registry: Registry,
-        tokens: SessionTokens,
-    ) -> None:
-        self.identity = identity
-        self.limiter = limiter
-        self.registry = registry
-        self.tokens = tokens
-        self.reads_forwarded_for = identity.reads_forwarded_for
-
-    def _peer(self, request: web.Request) -> tuple[str, Sequence[str]]:
-        peer = request.remote or ""
-        if self.reads_forwarded_for:
-            return peer, request.headers.getall("X-Forwarded-For", [])
-        return peer, ()
-
-    def admit(self, request: web.Request) -> Caller | None:
-        """Take a token from the caller's bucket (429 when there is none), then the caller
-        if it is known without waiting (None: use `resolve`). Raises 403 or 404.
-        On every guest request: no allocation it can avoid."""
-        if self.reads_forwarded_for:
-            peer, forwarded = self._peer(request)
-            key = self.identity.client_address(peer, forwarded)[0] if forwarded else peer
-        else:
-            peer = key = request.remote or ""
-            forwarded = ()
-        limiter = self.limiter
-        if limiter is not None:
-            retry_after = limiter.take(key)
-            if retry_after is not None:
-                raise TooManyRequests("too many requests from this guest", retry_after=retry_after)
-        return self.identity.resolve_now(peer, forwarded)
-
-    async def resolve(self, request: web.Request) -> Caller:
-        """The caller after asking the neighbour table (admit said None). No token taken."""
-        peer, forwarded = self._peer(request)
-        return await self.identity.resolve(peer, forwarded)
-
-    async def caller(self, request: web.Request) -> Caller:
-        caller = self.admit(request) or await self.resolve(request)
-        self.tokens.check(request, caller)
-        return caller
 
 
 class SessionTokens:
@@ -137,6 +82,32 @@ class SessionTokens:
             raise Unauthorized("the session token is unknown or expired")
 
 
+@dataclass(frozen=True, slots=True)
+class GuestAccess:
+    """What every guest request is checked against, in this order: the caller's request
+    bucket (429), who the caller is (404 unknown, 403 holding another's address), and its
+    session token (401)."""
+
+    identity: IdentityResolver
+    limiter: TokenBuckets | None
+    tokens: SessionTokens
+
+    async def caller(self, request: web.Request, *, needs_token: bool = True) -> Caller:
+        peer = request.remote or ""
+        forwarded: Sequence[str] = ()
+        if self.identity.reads_forwarded_for:
+            forwarded = request.headers.getall(hdrs.X_FORWARDED_FOR, ())
+        if self.limiter is not None:
+            key = self.identity.client_address(peer, forwarded)[0]
+            retry_after = self.limiter.take(key)
+            if retry_after is not None:
+                raise TooManyRequests("too many requests from this guest", retry_after=retry_after)
+        caller = await self.identity.resolve(peer, forwarded, proof_of(request))
+        if needs_token:
+            self.tokens.check(request, caller)
+        return caller
+
+
 def text_error_response(error: MetadataError) -> web.Response:
     """EC2-style errors: the status and a line of text, nothing else."""
     response = web.Response(
@@ -154,23 +125,20 @@ def guest_route(
     text: bool = False,
     with_query: Handler | None = None,
 ) -> Handler:
-    """A read route: rate-limit and resolve the caller, mark a first read as `fetched`
-    when asked to, run the (synchronous) view, and turn a MetadataError into its
-    response (JSON, or a line of text for the EC2-style routes). A request with a query
-    string goes to `with_query` instead, when given."""
+    """A read route: check the caller (GuestAccess), mark a first read as `fetched` when
+    asked to, run the (synchronous) view, and turn a MetadataError into its response
+    (JSON, or a line of text for the EC2-style routes). A request with a query string
+    goes to `with_query` instead, when given."""
     to_response = text_error_response if text else error_response
 
     @functools.wraps(view)
     async def handler(request: web.Request) -> web.StreamResponse:
         if with_query is not None and request.query_string:
-            return await with_query(request)  # the rare variant (a long-poll), elsewhere
+            return await with_query(request)
         try:
-            gate = request.app[GATE]
-            # No extra coroutine when the caller is known at once (most calls).
-            caller = gate.admit(request) or await gate.resolve(request)
-            gate.tokens.check(request, caller)
+            caller = await request.app[ACCESS].caller(request)
             if marks_fetch and unfetched(caller.document.state):
-                await gate.registry.mark_fetched(caller.document.view.mac)
+                await request.app[REGISTRY].mark_fetched(caller.document.view.mac)
             return view(request, caller)
         except MetadataError as exc:
             return to_response(exc)
@@ -186,10 +154,8 @@ def guest_action(view: AsyncView, *, text: bool = False, needs_token: bool = Tru
     @functools.wraps(view)
     async def handler(request: web.Request) -> web.StreamResponse:
         try:
-            gate = request.app[GATE]
-            if needs_token:
-                return await view(request, await gate.caller(request))
-            return await view(request, gate.admit(request) or await gate.resolve(request))
+            caller = await request.app[ACCESS].caller(request, needs_token=needs_token)
+            return await view(request, caller)
         except MetadataError as exc:
             return to_response(exc)
 

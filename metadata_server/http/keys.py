@@ -15,7 +15,7 @@ from metadata_server.registry import Registry
 from metadata_server.snapshot import GuestSnapshot
 
 if TYPE_CHECKING:  # guest.py imports these keys
-    from metadata_server.http.guest import GuestGate
+    from metadata_server.http.guest import GuestAccess
 
 REGISTRY = web.AppKey("registry", Registry)
 SNAPSHOT = web.AppKey("snapshot", GuestSnapshot)
@@ -25,4 +25,4 @@ TOKEN_SECRET = web.AppKey("token_secret", bytes)
 CLOUD_OPTIONS = web.AppKey("cloud_options", CloudOptions)
 DHCP = web.AppKey("dhcp", DhcpService)
 CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")
-GATE: web.AppKey[GuestGate] = web.AppKey("gate")
+ACCESS: web.AppKey[GuestAccess] = web.AppKey("access")

@@ -64,9 +64,12 @@ async def udp_exchange(address: tuple[str, int], packet: bytes, timeout: float =
             return await loop.sock_recv(sock, 65535)
 
 
-async def tcp_exchange(address: tuple[str, int], packet: bytes, timeout: float = 3.0) -> bytes:
+async def tcp_exchange(
+    address: tuple[str, int], packet: bytes, timeout: float = 3.0, source: str | None = None
+) -> bytes:
     async with asyncio.timeout(timeout):
-        reader, writer = await asyncio.open_connection(*address)
+        local = (source, 0) if source else None
+        reader, writer = await asyncio.open_connection(*address, local_addr=local)
         try:
             writer.write(struct.pack("!H", len(packet)) + packet)
             await writer.drain()

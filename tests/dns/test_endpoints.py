@@ -203,7 +203,7 @@ async def test_tcp_connection_cap_and_stalled_clients_stall_nobody(
     registry: Registry, start_responder: StartResponder
 ) -> None:
     await registry.put(mac_of(1), guest_body(1))
-    dns = await start_responder(max_tcp_connections=2, tcp_idle_timeout=5.0)
+    dns = await start_responder(max_tcp_per_client=2, tcp_idle_timeout=5.0)
     address = dns.addresses[0]
     stalled = [await asyncio.open_connection(*address) for _ in range(2)]
     for _, writer in stalled:
@@ -211,10 +211,12 @@ async def test_tcp_connection_cap_and_stalled_clients_stall_nobody(
         await writer.drain()
     await asyncio.sleep(0.05)
     reader, writer = await asyncio.open_connection(*address)
-    assert await _closed_by_server(reader, within=1.0)  # over the cap: closed at once
+    assert await _closed_by_server(reader, within=1.0)  # over its cap: closed at once
     writer.close()
     reply = parse(await udp_exchange(address, query(f"guest1.{ZONE}"), timeout=1.0))
     assert reply.rr  # UDP goes on regardless
+    other = await tcp_exchange(address, query(f"guest1.{ZONE}"), timeout=1.0, source="127.0.0.2")
+    assert parse(other).rr  # another client's TCP too: the cap is per client
     for _, writer in stalled:
         writer.close()
     await asyncio.sleep(0.05)
