@@ -1,0 +1,206 @@
+"""The base layer: what changes only with Debian's package versions or with this recipe.
+
+- `xen`: the Xen 4.17 hypervisor as an ELF (gunzipped: QEMU's multiboot loader cannot
+  read the .gz). Taken from the dom0 tree's own xen-hypervisor package, so that the
+  hypervisor and dom0's xl/libxc are always the same Xen build.
+- `vmlinuz`, `initrd-dom0.img`: Debian's kernel and a small initramfs (virtio disk, ext4).
+- `dom0.img`: dom0's root filesystem (ext4, label lab-dom0): the Xen toolstack, qemu for
+  the qdisk backend, dnsmasq, nftables, Python; the kernel again (for the domUs) with a
+  domU initramfs (blkfront, ext4); the scenario unit. The project itself is not in it:
+  it comes on its own disk (the project layer), mounted at /opt/metadata-server.
+- `dom0-root/`, `guest-root/`: the trees, kept for the project layer (which adds the
+  project on an overlay, never changing them). The guest tree is a minimal bookworm with
+  systemd, DHCP by systemd-networkd, curl, xenstore-utils and the kernel modules a PV
+  guest needs (blkfront, netfront, iso9660).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+from lab.builder.apt import Mirrors
+from lab.builder.chroot import Chroot, chroot_mounts, debootstrap
+from lab.builder.commands import BuildError, Runner
+from lab.builder.images import ext4_image
+
+HERE = Path(__file__).resolve().parent
+VM_FILES = HERE.parent / "vm"
+
+# Packages, as Debian names them. debootstrap's --include takes what systemd needs to
+# boot at all; the rest comes through apt (with bookworm-updates and security).
+DOM0_BOOTSTRAP = ["systemd-sysv", "udev", "kmod"]
+DOM0_PACKAGES = [
+    "linux-image-amd64",
+    "initramfs-tools",
+    "xen-hypervisor-4.17-amd64",
+    "xen-utils-4.17",
+    "xenstore-utils",
+    "qemu-system-xen",  # the qdisk backend: qcow2 deltas
+    "qemu-utils",  # qemu-img for the deltas, qemu-nbd to look into a guest's disk
+    "dnsmasq-base",  # the binary only: the metadata server runs it on xenbr0
+    "nftables",
+    "iproute2",
+    "python3",
+    "python3-venv",
+    "procps",
+    "curl",
+]
+GUEST_BOOTSTRAP = ["systemd-sysv", "udev", "kmod", "iproute2", "curl", "xenstore-utils"]
+# Modules a PV guest loads after the initramfs (their dependencies come along).
+GUEST_MODULES = ["xen-blkfront", "xen-netfront", "isofs", "ext4", "cdrom"]
+DOM0_INITRD_MODULES = ["virtio_pci", "virtio_blk", "ext4"]
+DOMU_INITRD_MODULES = ["xen-blkfront", "ext4"]
+
+DOM0_IMAGE_SIZE = "4G"
+PROJECT_MOUNT = "/opt/metadata-server"
+
+
+def all_packages() -> list[str]:
+    """Everything the base layer asks apt for (its versions are the layer's key)."""
+    return sorted(set(DOM0_BOOTSTRAP + DOM0_PACKAGES + GUEST_BOOTSTRAP))
+
+
+def recipe_files() -> list[Path]:
+    """The files whose content decides the base layer (besides package versions)."""
+    return [
+        HERE / name for name in ("base.py", "apt.py", "chroot.py", "images.py", "commands.py")
+    ] + sorted(p for p in (VM_FILES / "dom0").rglob("*") if p.is_file()) + sorted(
+        p for p in (VM_FILES / "guest").rglob("*") if p.is_file()
+    )
+
+
+def kernel_version(root: Path) -> str:
+    versions = sorted(p.name for p in (root / "lib/modules").iterdir())
+    if len(versions) != 1:
+        raise BuildError(f"expected one kernel in {root}/lib/modules, found {versions}")
+    return versions[0]
+
+
+def _initramfs(chroot: Chroot, name: str, modules: list[str], kver: str) -> None:
+    """A small initramfs from its own initramfs-tools directory: MODULES=list, so it holds
+    only `modules` (a 256 MB PV guest cannot unpack Debian's full one)."""
+    conf = chroot.root / f"etc/initramfs-tools-{name}"
+    shutil.rmtree(conf, ignore_errors=True)
+    shutil.copytree(chroot.root / "etc/initramfs-tools", conf, symlinks=True)
+    text = (conf / "initramfs.conf").read_text()
+    lines = ["MODULES=list" if line.startswith("MODULES=") else line for line in text.splitlines()]
+    (conf / "initramfs.conf").write_text("\n".join(lines) + "\n")
+    with (conf / "modules").open("a") as listed:
+        listed.write("\n".join(modules) + "\n")
+    chroot.run(
+        f"mkinitramfs {name}",
+        "mkinitramfs", "-d", f"/etc/initramfs-tools-{name}", "-o", f"/boot/initrd-{name}.img", kver,
+        heavy=True,
+    )
+
+
+def _install_vm_files(source: Path, root: Path) -> None:
+    """Copy lab/vm/<side>/ into the tree: paths as in the tree, mode kept."""
+    for path in sorted(source.rglob("*")):
+        if path.is_file():
+            target = root / path.relative_to(source)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+
+
+def _mask(root: Path, *units: str) -> None:
+    for unit in units:
+        link = root / "etc/systemd/system" / unit
+        link.unlink(missing_ok=True)
+        link.symlink_to("/dev/null")
+
+
+def _enable(root: Path, target: str, unit: str, source: str | None = None) -> None:
+    wants = root / "etc/systemd/system" / f"{target}.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    link = wants / unit
+    link.unlink(missing_ok=True)
+    link.symlink_to(source or f"/etc/systemd/system/{unit}")
+
+
+def build_dom0(runner: Runner, mirrors: Mirrors, layer: Path, debs: Path) -> str:
+    """The dom0 tree and its boot files; returns the kernel version."""
+    root = layer / "dom0-root"
+    debootstrap(runner, root, mirrors, DOM0_BOOTSTRAP, debs)
+    chroot = Chroot(root, runner, mirrors)
+    with chroot.apt_session():
+        # INITRD=No: the kernel's hook would build Debian's full initramfs; ours follow
+        chroot.install(DOM0_PACKAGES, env={"INITRD": "No"})
+        kver = kernel_version(root)
+        _initramfs(chroot, "dom0", DOM0_INITRD_MODULES, kver)
+        _initramfs(chroot, "domu", DOMU_INITRD_MODULES, kver)
+    with gzip.open(root / "boot/xen-4.17-amd64.gz") as packed, (layer / "xen").open("wb") as elf:
+        shutil.copyfileobj(packed, elf)
+    shutil.copy2(root / f"boot/vmlinuz-{kver}", layer / "vmlinuz")
+    shutil.copy2(root / "boot/initrd-dom0.img", layer / "initrd-dom0.img")
+
+    _install_vm_files(VM_FILES / "dom0", root)
+    (root / "etc/hostname").write_text("dom0\n")
+    (root / "etc/hosts").write_text("127.0.0.1 localhost\n127.0.1.1 dom0\n")
+    (root / "etc/fstab").write_text(
+        "LABEL=lab-dom0 / ext4 defaults,noatime 0 1\n"
+        f"LABEL=lab-project {PROJECT_MOUNT} ext4 defaults,noatime 0 2\n"
+    )
+    (root / PROJECT_MOUNT.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    # no login prompts on the consoles: the serial log stays readable
+    _mask(root, "serial-getty@hvc0.service", "getty@tty1.service", "xendomains.service")
+    _enable(root, "multi-user.target", "lab-scenario.service")
+    xl_conf = root / "etc/xen/xl.conf"
+    lines = xl_conf.read_text().splitlines() if xl_conf.exists() else []
+    # dom0's memory is fixed on Xen's command line: xl must not balloon it down
+    xl_conf.write_text("\n".join([*lines, 'autoballoon="off"']) + "\n")
+    ext4_image(runner, root, layer / "dom0.img", "lab-dom0", DOM0_IMAGE_SIZE)
+    return kver
+
+
+def build_guest(runner: Runner, mirrors: Mirrors, layer: Path, debs: Path, kver: str) -> None:
+    """The master guest's tree (the project's boot script is added by the project layer)."""
+    root = layer / "guest-root"
+    dom0 = layer / "dom0-root"
+    debootstrap(runner, root, mirrors, GUEST_BOOTSTRAP, debs)
+    chroot = Chroot(root, runner, mirrors)
+    with chroot.apt_session():
+        chroot.run("apt-get upgrade (guest)", "apt-get", "-y", "-q", "dist-upgrade", heavy=True)
+    # the guest boots dom0's kernel (kernel= in its xl config): bring the modules it loads
+    with chroot_mounts(dom0):
+        shown = Chroot(dom0, runner, mirrors).runner.run(
+            "modprobe --show-depends",
+            ["chroot", str(dom0), "modprobe", "-S", kver, "--show-depends", "-a", *GUEST_MODULES],
+            capture=True,
+        )
+    modules = root / "lib/modules" / kver
+    shutil.rmtree(modules, ignore_errors=True)
+    for line in shown.splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[0] == "insmod":
+            relative = Path(words[1]).relative_to("/")
+            (root / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(dom0 / relative, root / relative)
+    for name in ("modules.order", "modules.builtin", "modules.builtin.modinfo"):
+        shutil.copy2(dom0 / "lib/modules" / kver / name, modules / name)
+    chroot.run("depmod (guest)", "depmod", kver)
+
+    _install_vm_files(VM_FILES / "guest", root)
+    (root / "etc/hostname").write_text("master\n")
+    (root / "etc/hosts").write_text("127.0.0.1 localhost\n")
+    (root / "etc/fstab").write_text("/dev/xvda / ext4 defaults,noatime 0 1\n")
+    # every clone makes its own machine id at first boot
+    (root / "etc/machine-id").write_text("")
+    (root / "var/lib/dbus/machine-id").unlink(missing_ok=True)
+    _enable(root, "multi-user.target", "systemd-networkd.service",
+            "/lib/systemd/system/systemd-networkd.service")
+    _enable(root, "sockets.target", "systemd-networkd.socket",
+            "/lib/systemd/system/systemd-networkd.socket")
+    _enable(root, "network-online.target", "systemd-networkd-wait-online.service",
+            "/lib/systemd/system/systemd-networkd-wait-online.service")
+
+
+def build_base(runner: Runner, mirrors: Mirrors, layer: Path, debs: Path, versions: dict[str, str]) -> None:
+    kver = build_dom0(runner, mirrors, layer, debs)
+    build_guest(runner, mirrors, layer, debs, kver)
+    (layer / "info.json").write_text(
+        json.dumps({"kernel": kver, "packages": versions}, indent=1, sort_keys=True)
+    )
