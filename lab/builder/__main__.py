@@ -16,10 +16,15 @@ from lab.builder.commands import BuildError
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lab/build", description=__doc__)
     parser.add_argument("--rebuild", action="store_true", help="build every layer again")
-    parser.add_argument("--cache", type=Path, help=f"cache directory (default: ${CACHE_ENV} or "
-                        "/var/cache/metadata-server-lab)")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        help=f"cache directory (default: ${CACHE_ENV} or /var/cache/metadata-server-lab)",
+    )
     parser.add_argument("--mirror", default=Mirrors.debian, help="Debian mirror")
-    parser.add_argument("--security-mirror", default=Mirrors.security, help="Debian security mirror")
+    parser.add_argument(
+        "--security-mirror", default=Mirrors.security, help="Debian security mirror"
+    )
     args = parser.parse_args(argv)
     try:
         report = build(
@@ -31,11 +36,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lab/build: {error}", file=sys.stderr)
         return 1
     lab = report.lab
+
     def said(seconds: float | None) -> str:
         return "cached" if seconds is None else f"built in {seconds:.1f} s"
+
     print(f"base layer {lab.base_key}: {said(report.base_seconds)}")
     print(f"project layer {lab.project_key}: {said(report.project_seconds)}")
-    print(f"lab ready in {report.total_seconds:.1f} s: {lab.dom0_image.parent}, {lab.project_image}")
+    print(
+        f"lab ready in {report.total_seconds:.1f} s: {lab.dom0_image.parent}, {lab.project_image}"
+    )
     return 0
 
 

@@ -26,7 +26,9 @@ _INST_RE = re.compile(r"^Inst (\S+) (?:\[\S+\] )?\((\S+) ")
 _MISSING_RE = re.compile(
     r"^E: (?:Unable to locate package (\S+)|Package '?(\S+?)'? has no installation candidate)"
 )
-_FETCH_RE = re.compile(r"^(?:E|W): .*(?:Failed to fetch|Could not|Unable to connect|failed to download).*$")
+_FETCH_RE = re.compile(
+    r"^(?:E|W): .*(?:Failed to fetch|Could not|Unable to connect|failed to download).*$"
+)
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,12 @@ class PrivateApt:
         ]
 
     def _prepare(self) -> None:
-        for sub in ("state/lists/partial", "cache/archives/partial", "sources.list.d", "preferences.d"):
+        for sub in (
+            "state/lists/partial",
+            "cache/archives/partial",
+            "sources.list.d",
+            "preferences.d",
+        ):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         (self.root / "status").touch()
         (self.root / "sources.list").write_text(self.mirrors.sources_list())
@@ -128,7 +135,11 @@ class PrivateApt:
         try:
             output = self.runner.run("apt-get -s install (resolve)", [*argv, *wanted], capture=True)
         except BuildError as error:
-            missing = [m.group(1) or m.group(2) for m in map(_MISSING_RE.match, str(error).splitlines()) if m]
+            missing = [
+                m.group(1) or m.group(2)
+                for m in map(_MISSING_RE.match, str(error).splitlines())
+                if m
+            ]
             if missing:
                 raise BuildError(
                     f"Debian package {', '.join(missing)} is not on the mirror "
@@ -143,10 +154,14 @@ class PrivateApt:
     def required(self) -> list[str]:
         """The packages of priority `required` (what debootstrap's minbase installs)."""
         names: set[str] = set()
-        for lists in (self.root / "state/lists").glob(f"*_dists_{SUITE}_main_binary-amd64_Packages*"):
+        for lists in (self.root / "state/lists").glob(
+            f"*_dists_{SUITE}_main_binary-amd64_Packages*"
+        ):
             # apt may keep the lists compressed (lz4, gz...): apt-helper reads them all
             text = self.runner.run(
-                "read the package list", ["/usr/lib/apt/apt-helper", "cat-file", str(lists)], capture=True
+                "read the package list",
+                ["/usr/lib/apt/apt-helper", "cat-file", str(lists)],
+                capture=True,
             )
             name = ""
             for line in text.splitlines():

@@ -19,10 +19,11 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from lab.builder.apt import Mirrors
-from lab.builder.chroot import Chroot, chroot_mounts, debootstrap
+from lab.builder.chroot import Chroot, debootstrap
 from lab.builder.commands import BuildError, Runner
 from lab.builder.images import ext4_image
 
@@ -31,7 +32,7 @@ VM_FILES = HERE.parent / "vm"
 
 # Packages, as Debian names them. debootstrap's --include takes what systemd needs to
 # boot at all; the rest comes through apt (with bookworm-updates and security).
-DOM0_BOOTSTRAP = ["systemd-sysv", "udev", "kmod"]
+BOOTSTRAP = ["systemd-sysv", "udev", "kmod"]
 DOM0_PACKAGES = [
     "linux-image-amd64",
     "initramfs-tools",
@@ -48,27 +49,38 @@ DOM0_PACKAGES = [
     "procps",
     "curl",
 ]
-GUEST_BOOTSTRAP = ["systemd-sysv", "udev", "kmod", "iproute2", "curl", "xenstore-utils"]
+GUEST_PACKAGES = ["iproute2", "curl", "xenstore-utils"]
 # Modules a PV guest loads after the initramfs (their dependencies come along).
 GUEST_MODULES = ["xen-blkfront", "xen-netfront", "isofs", "ext4", "cdrom"]
 DOM0_INITRD_MODULES = ["virtio_pci", "virtio_blk", "ext4"]
 DOMU_INITRD_MODULES = ["xen-blkfront", "ext4"]
 
 DOM0_IMAGE_SIZE = "4G"
+DOM0_TIMERS = [
+    f"{name}.timer"
+    for name in (
+        "apt-daily",
+        "apt-daily-upgrade",
+        "dpkg-db-backup",
+        "e2scrub_all",
+        "fstrim",
+        "systemd-tmpfiles-clean",
+    )
+]
 PROJECT_MOUNT = "/opt/metadata-server"
 
 
 def all_packages() -> list[str]:
     """Everything the base layer asks apt for (its versions are the layer's key)."""
-    return sorted(set(DOM0_BOOTSTRAP + DOM0_PACKAGES + GUEST_BOOTSTRAP))
+    return sorted(set(BOOTSTRAP + DOM0_PACKAGES + GUEST_PACKAGES))
 
 
 def recipe_files() -> list[Path]:
     """The files whose content decides the base layer (besides package versions)."""
-    return [
-        HERE / name for name in ("base.py", "apt.py", "chroot.py", "images.py", "commands.py")
-    ] + sorted(p for p in (VM_FILES / "dom0").rglob("*") if p.is_file()) + sorted(
-        p for p in (VM_FILES / "guest").rglob("*") if p.is_file()
+    return (
+        [HERE / name for name in ("base.py", "apt.py", "chroot.py", "images.py", "commands.py")]
+        + sorted(p for p in (VM_FILES / "dom0").rglob("*") if p.is_file())
+        + sorted(p for p in (VM_FILES / "guest").rglob("*") if p.is_file())
     )
 
 
@@ -92,7 +104,12 @@ def _initramfs(chroot: Chroot, name: str, modules: list[str], kver: str) -> None
         listed.write("\n".join(modules) + "\n")
     chroot.run(
         f"mkinitramfs {name}",
-        "mkinitramfs", "-d", f"/etc/initramfs-tools-{name}", "-o", f"/boot/initrd-{name}.img", kver,
+        "mkinitramfs",
+        "-d",
+        f"/etc/initramfs-tools-{name}",
+        "-o",
+        f"/boot/initrd-{name}.img",
+        kver,
         heavy=True,
     )
 
@@ -121,17 +138,36 @@ def _enable(root: Path, target: str, unit: str, source: str | None = None) -> No
     link.symlink_to(source or f"/etc/systemd/system/{unit}")
 
 
-def build_dom0(runner: Runner, mirrors: Mirrors, layer: Path, debs: Path) -> str:
-    """The dom0 tree and its boot files; returns the kernel version."""
+def _bootstrap(runner: Runner, mirrors: Mirrors, layer: Path, debs: Path) -> None:
+    """One debootstrap, copied: dom0 and the guest start from the same minbase tree."""
     root = layer / "dom0-root"
-    debootstrap(runner, root, mirrors, DOM0_BOOTSTRAP, debs)
-    chroot = Chroot(root, runner, mirrors)
+    debootstrap(runner, root, mirrors, BOOTSTRAP, debs)
+    runner.run(
+        "copy the minbase tree for the guest", ["cp", "-a", str(root), str(layer / "guest-root")]
+    )
+
+
+def dom0_packages(runner: Runner, mirrors: Mirrors, layer: Path) -> str:
+    """dom0's packages and initramfs images; returns the kernel version."""
+    chroot = Chroot(layer / "dom0-root", runner, mirrors)
     with chroot.apt_session():
         # INITRD=No: the kernel's hook would build Debian's full initramfs; ours follow
         chroot.install(DOM0_PACKAGES, env={"INITRD": "No"})
-        kver = kernel_version(root)
+        kver = kernel_version(chroot.root)
         _initramfs(chroot, "dom0", DOM0_INITRD_MODULES, kver)
         _initramfs(chroot, "domu", DOMU_INITRD_MODULES, kver)
+    return kver
+
+
+def guest_packages(runner: Runner, mirrors: Mirrors, layer: Path) -> None:
+    chroot = Chroot(layer / "guest-root", runner, mirrors)
+    with chroot.apt_session():
+        chroot.install(GUEST_PACKAGES)
+
+
+def configure_dom0(runner: Runner, layer: Path, kver: str) -> None:
+    """dom0's boot files for QEMU, its configuration, its root image."""
+    root = layer / "dom0-root"
     with gzip.open(root / "boot/xen-4.17-amd64.gz") as packed, (layer / "xen").open("wb") as elf:
         shutil.copyfileobj(packed, elf)
     shutil.copy2(root / f"boot/vmlinuz-{kver}", layer / "vmlinuz")
@@ -140,37 +176,49 @@ def build_dom0(runner: Runner, mirrors: Mirrors, layer: Path, debs: Path) -> str
     _install_vm_files(VM_FILES / "dom0", root)
     (root / "etc/hostname").write_text("dom0\n")
     (root / "etc/hosts").write_text("127.0.0.1 localhost\n127.0.1.1 dom0\n")
+    # no fsck (pass 0): both disks are fresh images at every boot, and checking them
+    # under TCG takes most of a minute
     (root / "etc/fstab").write_text(
-        "LABEL=lab-dom0 / ext4 defaults,noatime 0 1\n"
-        f"LABEL=lab-project {PROJECT_MOUNT} ext4 defaults,noatime 0 2\n"
+        "LABEL=lab-dom0 / ext4 defaults,noatime 0 0\n"
+        f"LABEL=lab-project {PROJECT_MOUNT} ext4 defaults,noatime 0 0\n"
     )
     (root / PROJECT_MOUNT.lstrip("/")).mkdir(parents=True, exist_ok=True)
     # no login prompts on the consoles: the serial log stays readable
-    _mask(root, "serial-getty@hvc0.service", "getty@tty1.service", "xendomains.service")
+    _mask(root, "serial-getty@hvc0.service", "getty@tty1.service", "getty-static.service")
+    # nothing that a one-shot lab boot does not need, each costs seconds under TCG
+    _mask(
+        root,
+        "xendomains.service",
+        "e2scrub_reap.service",
+        "systemd-fsck-root.service",
+        *DOM0_TIMERS,
+    )
     _enable(root, "multi-user.target", "lab-scenario.service")
     xl_conf = root / "etc/xen/xl.conf"
     lines = xl_conf.read_text().splitlines() if xl_conf.exists() else []
     # dom0's memory is fixed on Xen's command line: xl must not balloon it down
     xl_conf.write_text("\n".join([*lines, 'autoballoon="off"']) + "\n")
+    default = root / "etc/default/xen"
+    # the guests' consoles logged to /var/log/xen/console/guest-NAME.log, read by the checks
+    default.write_text(
+        default.read_text()
+        + 'XENCONSOLED_ARGS="--log=guest --log-dir=/var/log/xen/console --timestamp=none"\n'
+    )
     ext4_image(runner, root, layer / "dom0.img", "lab-dom0", DOM0_IMAGE_SIZE)
-    return kver
 
 
-def build_guest(runner: Runner, mirrors: Mirrors, layer: Path, debs: Path, kver: str) -> None:
-    """The master guest's tree (the project's boot script is added by the project layer)."""
+def configure_guest(runner: Runner, layer: Path, kver: str) -> None:
+    """The master guest's tree (the project's boot script is added by the project layer):
+    the kernel modules it loads (it boots dom0's kernel, kernel= in its xl config), DHCP,
+    and nothing that must differ per clone."""
     root = layer / "guest-root"
     dom0 = layer / "dom0-root"
-    debootstrap(runner, root, mirrors, GUEST_BOOTSTRAP, debs)
-    chroot = Chroot(root, runner, mirrors)
-    with chroot.apt_session():
-        chroot.run("apt-get upgrade (guest)", "apt-get", "-y", "-q", "dist-upgrade", heavy=True)
-    # the guest boots dom0's kernel (kernel= in its xl config): bring the modules it loads
-    with chroot_mounts(dom0):
-        shown = Chroot(dom0, runner, mirrors).runner.run(
-            "modprobe --show-depends",
-            ["chroot", str(dom0), "modprobe", "-S", kver, "--show-depends", "-a", *GUEST_MODULES],
-            capture=True,
-        )
+    # dom0's own modprobe (the host may have no kmod) resolves the dependencies
+    shown = runner.run(
+        "modprobe --show-depends",
+        ["chroot", str(dom0), "modprobe", "-S", kver, "--show-depends", "-a", *GUEST_MODULES],
+        capture=True,
+    )
     modules = root / "lib/modules" / kver
     shutil.rmtree(modules, ignore_errors=True)
     for line in shown.splitlines():
@@ -181,26 +229,36 @@ def build_guest(runner: Runner, mirrors: Mirrors, layer: Path, debs: Path, kver:
             shutil.copy2(dom0 / relative, root / relative)
     for name in ("modules.order", "modules.builtin", "modules.builtin.modinfo"):
         shutil.copy2(dom0 / "lib/modules" / kver / name, modules / name)
-    chroot.run("depmod (guest)", "depmod", kver)
+    runner.run("depmod (guest)", ["chroot", str(root), "depmod", kver])
 
     _install_vm_files(VM_FILES / "guest", root)
     (root / "etc/hostname").write_text("master\n")
     (root / "etc/hosts").write_text("127.0.0.1 localhost\n")
     (root / "etc/fstab").write_text("/dev/xvda / ext4 defaults,noatime 0 1\n")
+    # a guest has no timers to run in a lab boot of a minute
+    _mask(root, *DOM0_TIMERS)
     # every clone makes its own machine id at first boot
     (root / "etc/machine-id").write_text("")
     (root / "var/lib/dbus/machine-id").unlink(missing_ok=True)
-    _enable(root, "multi-user.target", "systemd-networkd.service",
-            "/lib/systemd/system/systemd-networkd.service")
-    _enable(root, "sockets.target", "systemd-networkd.socket",
-            "/lib/systemd/system/systemd-networkd.socket")
-    _enable(root, "network-online.target", "systemd-networkd-wait-online.service",
-            "/lib/systemd/system/systemd-networkd-wait-online.service")
+    for target, unit in (
+        ("multi-user.target", "systemd-networkd.service"),
+        ("sockets.target", "systemd-networkd.socket"),
+        ("network-online.target", "systemd-networkd-wait-online.service"),
+    ):
+        _enable(root, target, unit, f"/lib/systemd/system/{unit}")
 
 
-def build_base(runner: Runner, mirrors: Mirrors, layer: Path, debs: Path, versions: dict[str, str]) -> None:
-    kver = build_dom0(runner, mirrors, layer, debs)
-    build_guest(runner, mirrors, layer, debs, kver)
+def build_base(
+    runner: Runner, mirrors: Mirrors, layer: Path, debs: Path, versions: dict[str, str]
+) -> None:
+    _bootstrap(runner, mirrors, layer, debs)
+    # the two trees' apt runs overlap: most of the time goes to downloads and dpkg
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        guest = pool.submit(guest_packages, runner.child("guest"), mirrors, layer)
+        kver = dom0_packages(runner, mirrors, layer)
+        guest.result()
+    configure_guest(runner, layer, kver)
+    configure_dom0(runner, layer, kver)
     (layer / "info.json").write_text(
         json.dumps({"kernel": kver, "packages": versions}, indent=1, sort_keys=True)
     )

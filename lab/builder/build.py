@@ -46,6 +46,19 @@ class BuildReport:
     total_seconds: float
 
 
+def base_key(mirrors: Mirrors, recipe_digest: str, versions: dict[str, str]) -> str:
+    """The base layer's key: where packages come from, the recipe's files, and every
+    package version apt resolved."""
+    return digest(
+        [mirrors.sources_list(), recipe_digest, *(f"{n}={v}" for n, v in sorted(versions.items()))]
+    )
+
+
+def project_key(base: str, tree_digest_: str) -> str:
+    """The project layer's key: the base it is built on and the project's tree."""
+    return digest([base, tree_digest_])
+
+
 def _timed(step: Callable[[], None]) -> float:
     start = time.monotonic()
     step()
@@ -75,34 +88,32 @@ def build(
         apt.update()
         versions = apt.resolve(apt.required() + base.all_packages())
         recipe = files_digest(base.HERE.parent, base.recipe_files())
-        base_key = digest(
-            [mirrors.sources_list(), recipe, *(f"{n}={v}" for n, v in sorted(versions.items()))]
-        )
+        key = base_key(mirrors, recipe, versions)
         base_seconds = project_seconds = None
-        base_layer = None if rebuild else cache.complete("base", base_key)
+        base_layer = None if rebuild else cache.complete("base", key)
         if base_layer is None:
-            say(f"lab: building the base layer {base_key} (debootstrap, apt; a few minutes)")
-            scratch = cache.scratch("base", base_key)
+            say(f"lab: building the base layer {key} (debootstrap, apt; a few minutes)")
+            scratch = cache.scratch("base", key)
             base_seconds = _timed(
                 lambda: base.build_base(runner, mirrors, scratch, cache_root / "debs", versions)
             )
-            base_layer = cache.publish("base", base_key, scratch)
+            base_layer = cache.publish("base", key, scratch)
             say(f"lab: base layer built in {base_seconds:.0f} s")
-        project_key = digest([base_key, tree_digest(tree)])
-        project_layer = None if rebuild else cache.complete("project", project_key)
+        pkey = project_key(key, tree_digest(tree))
+        project_layer = None if rebuild else cache.complete("project", pkey)
         if project_layer is None:
-            say(f"lab: building the project layer {project_key} from {tree}")
-            scratch = cache.scratch("project", project_key)
+            say(f"lab: building the project layer {pkey} from {tree}")
+            scratch = cache.scratch("project", pkey)
             project_seconds = _timed(
                 lambda: project.build_project(
-                    runner, tree, base_layer, scratch, cache_root / "wheels", project_key
+                    runner, tree, base_layer, scratch, cache_root / "wheels", pkey
                 )
             )
-            project_layer = cache.publish("project", project_key, scratch)
+            project_layer = cache.publish("project", pkey, scratch)
             say(f"lab: project layer built in {project_seconds:.0f} s")
     lab = Lab(
-        base_key=base_key,
-        project_key=project_key,
+        base_key=key,
+        project_key=pkey,
         xen=base_layer / "xen",
         vmlinuz=base_layer / "vmlinuz",
         initrd=base_layer / "initrd-dom0.img",

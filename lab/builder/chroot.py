@@ -59,9 +59,11 @@ def chroot_mounts(root: Path) -> Iterator[None]:
         ):
             point = root / sub
             point.mkdir(parents=True, exist_ok=True)
-            argv = ["mount", "--bind", source, str(point)] if fstype is None else [
-                "mount", "-t", fstype, source, str(point)
-            ]
+            argv = (
+                ["mount", "--bind", source, str(point)]
+                if fstype is None
+                else ["mount", "-t", fstype, source, str(point)]
+            )
             subprocess.run(argv, check=True)
             done.append(point)
         yield
@@ -79,7 +81,9 @@ class Chroot:
         self.runner = runner
         self.mirrors = mirrors
 
-    def run(self, what: str, *argv: str, heavy: bool = False, env: dict[str, str] | None = None) -> str:
+    def run(
+        self, what: str, *argv: str, heavy: bool = False, env: dict[str, str] | None = None
+    ) -> str:
         return self.runner.run(
             what, ["chroot", str(self.root), *argv], heavy=heavy, env={**APT_ENV, **(env or {})}
         )

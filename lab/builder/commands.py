@@ -37,6 +37,10 @@ class Runner:
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
 
+    def child(self, name: str) -> Runner:
+        """A runner for steps run alongside this one's: its own log next to this one."""
+        return Runner(self.log_path.with_name(f"{self.log_path.stem}-{name}.log"))
+
     def note(self, line: str) -> None:
         with self.log_path.open("a") as log:
             log.write(f"--- {time.strftime('%H:%M:%S')} {line}\n")

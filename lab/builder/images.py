@@ -18,8 +18,19 @@ def ext4_image(runner: Runner, tree: Path, image: Path, label: str, size: str) -
     runner.run(
         f"mkfs.ext4 {image.name}",
         # no journal wait at first mount, no lazy init writing in the VM later
-        ["mkfs.ext4", "-q", "-F", "-L", label, "-E", "lazy_itable_init=0,lazy_journal_init=0",
-         "-d", str(tree), str(image), size],
+        [
+            "mkfs.ext4",
+            "-q",
+            "-F",
+            "-L",
+            label,
+            "-E",
+            "lazy_itable_init=0,lazy_journal_init=0",
+            "-d",
+            str(tree),
+            str(image),
+            size,
+        ],
         heavy=True,
     )
 

@@ -34,13 +34,26 @@ def build_wheels(runner: Runner, tree: Path, wheelhouse: Path, into: Path) -> Pa
     wheelhouse.mkdir(parents=True, exist_ok=True)
     into.mkdir(parents=True, exist_ok=True)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
-    runner.run("pip wheel (the project)", [*pip, "wheel", "-q", "--no-deps", "-w", str(into), str(tree)], heavy=True)
+    runner.run(
+        "pip wheel (the project)",
+        [*pip, "wheel", "-q", "--no-deps", "-w", str(into), str(tree)],
+        heavy=True,
+    )
     wheels = sorted(into.glob("metadata_server-*.whl"))
     if len(wheels) != 1:
         raise BuildError(f"pip built {wheels} from {tree}, not one metadata_server wheel")
     runner.run(
         "pip wheel (the dependencies, from PyPI or pip's cache)",
-        [*pip, "wheel", "-q", "--find-links", str(wheelhouse), "-w", str(wheelhouse), str(wheels[0])],
+        [
+            *pip,
+            "wheel",
+            "-q",
+            "--find-links",
+            str(wheelhouse),
+            "-w",
+            str(wheelhouse),
+            str(wheels[0]),
+        ],
         heavy=True,
     )
     return wheels[0]
@@ -71,7 +84,9 @@ def build_master(runner: Runner, tree: Path, base: Path, scratch: Path, out: Pat
     raw.unlink()
 
 
-def build_venv(runner: Runner, base: Path, scratch: Path, wheel: Path, wheelhouse: Path, staging: Path) -> None:
+def build_venv(
+    runner: Runner, base: Path, scratch: Path, wheel: Path, wheelhouse: Path, staging: Path
+) -> None:
     """The virtualenv, made inside dom0's tree (an overlay of it) at its final path."""
     with overlay(base / "dom0-root", scratch / "dom0-overlay") as (merged, upper):
         wheels = merged / "tmp/lab-wheels"
@@ -80,17 +95,31 @@ def build_venv(runner: Runner, base: Path, scratch: Path, wheel: Path, wheelhous
         venv = f"{PROJECT_MOUNT}/venv"
         with chroot_mounts(merged):
             chroot = ["chroot", str(merged)]
-            runner.run("python3 -m venv (dom0)", [*chroot, "python3", "-m", "venv", venv], heavy=True)
+            runner.run(
+                "python3 -m venv (dom0)", [*chroot, "python3", "-m", "venv", venv], heavy=True
+            )
             runner.run(
                 "pip install (dom0, from the wheels only)",
-                [*chroot, f"{venv}/bin/pip", "install", "-q", "--no-index", "--disable-pip-version-check",
-                 "--no-cache-dir", "--find-links", "/tmp/lab-wheels", f"/tmp/lab-wheels/{wheel.name}"],
+                [
+                    *chroot,
+                    f"{venv}/bin/pip",
+                    "install",
+                    "-q",
+                    "--no-index",
+                    "--disable-pip-version-check",
+                    "--no-cache-dir",
+                    "--find-links",
+                    "/tmp/lab-wheels",
+                    f"/tmp/lab-wheels/{wheel.name}",
+                ],
                 heavy=True,
             )
         shutil.move(str(upper / PROJECT_MOUNT.lstrip("/") / "venv"), staging / "venv")
 
 
-def build_project(runner: Runner, tree: Path, base: Path, scratch: Path, wheelhouse: Path, key: str) -> None:
+def build_project(
+    runner: Runner, tree: Path, base: Path, scratch: Path, wheelhouse: Path, key: str
+) -> None:
     staging = scratch / "disk"
     staging.mkdir()
     wheel = build_wheels(runner, tree, wheelhouse, scratch / "wheel")

@@ -9,8 +9,17 @@ from pathlib import Path
 
 from lab.builder.cache import digest
 
-SKIP_DIRS = {".git", ".venv", "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache",
-             "build", "dist", "var"}
+SKIP_DIRS = {
+    ".git",
+    ".venv",
+    "__pycache__",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".pytest_cache",
+    "build",
+    "dist",
+    "var",
+}
 
 
 def project_root() -> Path:
@@ -30,7 +39,9 @@ def tree_files(root: Path) -> list[Path]:
         p
         for p in root.rglob("*")
         if p.is_file()
-        and not any(part in SKIP_DIRS or part.endswith(".egg-info") for part in p.relative_to(root).parts)
+        and not any(
+            part in SKIP_DIRS or part.endswith(".egg-info") for part in p.relative_to(root).parts
+        )
     )
 
 
@@ -38,5 +49,9 @@ def tree_digest(root: Path) -> str:
     """A key over every file of the tree: its path, whether it is executable, its bytes."""
     parts: list[bytes | str] = []
     for path in tree_files(root):
-        parts += [str(path.relative_to(root)), "x" if path.stat().st_mode & 0o100 else "-", path.read_bytes()]
+        parts += [
+            str(path.relative_to(root)),
+            "x" if path.stat().st_mode & 0o100 else "-",
+            path.read_bytes(),
+        ]
     return digest(parts)

@@ -1,0 +1,13 @@
+"""The scenarios the lab's dom0 runs, by name (`lab.scenario=A,B`). Each takes the shared
+`Dom0` and returns True when every one of its checks passed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from lab.scenarios import network
+from lab.scenarios.common import Dom0
+
+SCENARIOS: dict[str, Callable[[Dom0], bool]] = {
+    "network": network.run_scenario,
+}

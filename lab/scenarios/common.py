@@ -1,0 +1,445 @@
+"""What every scenario does in dom0: print markers, run commands with timeouts, wait for
+the toolstack, set up xenbr0, run the real metadata server, talk to its admin API, and
+create, watch and inspect PV guests. Runs inside the lab's dom0 only (as root, with the
+real xl and xenstore), never on the host."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import string
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from lab import markers
+
+ROOT = Path("/opt/metadata-server")
+VENV = ROOT / "venv"
+TEMPLATES = ROOT / "src/lab/templates"
+MASTER = ROOT / "images/master.qcow2"
+WORK = Path("/var/lib/lab")
+LOGS = Path("/var/log/lab")
+CONSOLE_LOGS = Path("/var/log/xen/console")
+ADMIN = "http://127.0.0.1:8775"
+ADMIN_TOKEN = "lab-admin-token-" + "0" * 24  # dom0 is the lab's own, rebuilt every boot
+BRIDGE = "xenbr0"
+ISOLATED_BRIDGE = "xenbr1"  # no address, no DHCP: its guests cannot reach the server
+GATEWAY = "198.18.0.1"
+METADATA = "169.254.169.254"
+
+
+def uptime() -> float:
+    return float(Path("/proc/uptime").read_text().split()[0])
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+def step(text: str) -> None:
+    say(markers.step_line(uptime(), text))
+
+
+def figure(name: str, seconds: float) -> None:
+    say(markers.figure_line(name, seconds))
+
+
+class Checks:
+    """A scenario's assertions, each printed as a CHECK marker whose id starts with the
+    scenario's name; counts the failures."""
+
+    def __init__(self, scenario: str) -> None:
+        self.scenario = scenario
+        self.failures = 0
+
+    def report(self, check_id: str, ok: bool, detail: str = "") -> bool:
+        status = markers.OK if ok else markers.FAIL
+        say(markers.check_line(f"{self.scenario}.{check_id}", status, detail))
+        self.failures += 0 if ok else 1
+        return ok
+
+    def skip(self, check_id: str, detail: str) -> None:
+        say(markers.check_line(f"{self.scenario}.{check_id}", markers.SKIP, detail))
+
+
+class CommandFailed(Exception):
+    pass
+
+
+def run(
+    argv: list[str],
+    *,
+    timeout: float = 60,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+    input_text: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    try:
+        done = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            env={**os.environ, **(env or {})},
+            input=input_text,
+            stdin=None if input_text is not None else subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired:
+        raise CommandFailed(f"{' '.join(argv)} timed out after {timeout:g} s") from None
+    if check and done.returncode != 0:
+        raise CommandFailed(
+            f"{' '.join(argv)} failed (exit {done.returncode}): "
+            f"{(done.stderr or done.stdout).strip()[-800:]}"
+        )
+    return done
+
+
+def wait_for(what: str, predicate: Callable[[], Any], timeout: float, interval: float = 1.0) -> Any:
+    """The first truthy value of `predicate()`, polled; TimeoutError naming `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout:g} s")
+        time.sleep(interval)
+
+
+def render(template: str, **values: object) -> str:
+    text = (TEMPLATES / template).read_text()
+    return string.Template(text).substitute({k: str(v) for k, v in values.items()})
+
+
+# --- the toolstack and the bridge ---------------------------------------------------------
+
+
+def wait_for_toolstack() -> None:
+    wait_for("xl list", lambda: run(["xl", "list"], check=False).returncode == 0, 120)
+
+
+def setup_bridges() -> None:
+    """xenbr0 with the guests' gateway address (the server adds 169.254.169.254 itself),
+    and xenbr1 with nothing on it."""
+    run(["modprobe", "-a", "bridge", "xen-netback", "xen-blkback", "nbd"])
+    for bridge in (BRIDGE, ISOLATED_BRIDGE):
+        run(["ip", "link", "add", bridge, "type", "bridge"])
+        run(["ip", "link", "set", bridge, "up"])
+    run(["ip", "addr", "add", f"{GATEWAY}/24", "dev", BRIDGE])
+
+
+# --- the metadata server ------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_server(
+    *, iso_auto: bool = False, iso_auto_after: float = 120, iso_timeout: float = 300
+) -> Server:
+    config = Path("/etc/metadata-server/lab.toml")
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(
+        render(
+            "server.toml",
+            iso_auto=str(iso_auto).lower(),
+            iso_auto_after=iso_auto_after,
+            iso_timeout=iso_timeout,
+        )
+    )
+    LOGS.mkdir(parents=True, exist_ok=True)
+    log = LOGS / "server.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [str(VENV / "bin/metadata-server"), "serve", "--config", str(config)],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            env={**os.environ, "METADATA_SERVER_ADMIN_TOKEN": ADMIN_TOKEN},
+        )
+    server = Server(proc, log)
+
+    def healthy() -> bool:
+        if proc.poll() is not None:
+            raise CommandFailed(f"the server exited with {proc.returncode}: {tail(log, 15)}")
+        with contextlib.suppress(OSError):
+            return admin("GET", "/healthz")[0] == 200
+        return False
+
+    wait_for("the metadata server's /healthz", healthy, 60, 0.5)
+    return server
+
+
+class Dom0:
+    """What the scenarios of one boot share: the toolstack (waited for once), the
+    bridges, the running server (restarted only when a scenario wants other settings),
+    and every guest made, for the diagnostics."""
+
+    def __init__(self) -> None:
+        self.guests: list[Guest] = []
+        self._ready = False
+        self._server: Server | None = None
+        self._server_options: dict[str, object] = {}
+
+    def ready(self) -> None:
+        if not self._ready:
+            step("waiting for the toolstack")
+            wait_for_toolstack()
+            figure("dom0.toolstack_ready_uptime", uptime())
+            setup_bridges()
+            self._ready = True
+
+    def server(self, **options: Any) -> Server:
+        self.ready()
+        if self._server is not None and options != self._server_options:
+            self._server.stop()
+            self._server = None
+        if self._server is None:
+            started = time.monotonic()
+            self._server = start_server(**options)
+            self._server_options = options
+            figure("dom0.server_start", time.monotonic() - started)
+        return self._server
+
+    def guest(self, *args: Any, **kwargs: Any) -> Guest:
+        guest = Guest(*args, **kwargs)
+        self.guests.append(guest)
+        return guest
+
+    def diagnostics(self) -> None:
+        diagnostics(self.guests)
+
+    def close(self) -> None:
+        for guest in self.guests:
+            if guest.domid() is not None:
+                run(["xl", "destroy", guest.name], check=False)
+        if self._server is not None:
+            self._server.stop()
+
+
+def admin(method: str, path: str, body: object = None, timeout: float = 30) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        ADMIN + path,
+        data=data,
+        method=method,
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            raw = response.read()
+            return response.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as error:
+        raw = error.read()
+        try:
+            return error.code, json.loads(raw)
+        except ValueError:
+            return error.code, raw.decode(errors="replace")
+
+
+def parse_time(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+# --- guests -------------------------------------------------------------------------------
+
+
+def ssh_public_key(comment: str) -> str:
+    """A well-formed ed25519 public key (random: the lab only checks it lands)."""
+    import base64
+
+    def field_(data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + data
+
+    blob = field_(b"ssh-ed25519") + field_(secrets.token_bytes(32))
+    return f"ssh-ed25519 {base64.b64encode(blob).decode()} {comment}"
+
+
+def password_hash() -> str:
+    from passlib.hash import sha512_crypt
+
+    return str(sha512_crypt.using(rounds=5000).hash(secrets.token_hex(12)))
+
+
+@dataclass
+class Guest:
+    name: str
+    mac: str
+    address: str
+    uuid: str = field(default_factory=lambda: str(uuid.uuid4()))
+    memory: int = 256
+    hash: str = field(default_factory=password_hash)
+    key: str = ""
+    extra: str = ""
+    bridge: str = BRIDGE
+    started: float = 0.0  # time.time() of the last `xl create`
+
+    def __post_init__(self) -> None:
+        self.key = self.key or ssh_public_key(f"lab@{self.name}")
+
+    @property
+    def disk(self) -> Path:
+        return WORK / f"{self.name}.qcow2"
+
+    @property
+    def config(self) -> Path:
+        return WORK / f"{self.name}.cfg"
+
+    @property
+    def console_log(self) -> Path:
+        return CONSOLE_LOGS / f"guest-{self.name}.log"
+
+    def record(self) -> dict[str, object]:
+        return {
+            "hostname": self.name,
+            "ipv4": {"address": self.address, "prefix": 24, "gateway": GATEWAY},
+            "password_hash": self.hash,
+            "ssh_keys": [self.key],
+        }
+
+    def register(self) -> None:
+        status, body = admin("PUT", f"/api/v1/vms/{self.mac}", self.record())
+        if status not in (200, 201):
+            raise CommandFailed(f"registering {self.name}: {status} {body}")
+
+    def vm(self) -> dict[str, Any]:
+        status, body = admin("GET", f"/api/v1/vms/{self.mac}")
+        if status != 200:
+            raise CommandFailed(f"GET {self.name}: {status} {body}")
+        return dict(body)
+
+    def make_disk(self) -> None:
+        WORK.mkdir(parents=True, exist_ok=True)
+        self.disk.unlink(missing_ok=True)
+        run(
+            [
+                "qemu-img",
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-b",
+                str(MASTER),
+                "-F",
+                "qcow2",
+                str(self.disk),
+            ]
+        )
+        kernel = sorted(Path("/boot").glob("vmlinuz-*"))[-1]
+        self.config.write_text(
+            render(
+                "domu.cfg",
+                name=self.name,
+                uuid=self.uuid,
+                memory=self.memory,
+                kernel=kernel,
+                ramdisk="/boot/initrd-domu.img",
+                extra=self.extra,
+                disk=self.disk,
+                mac=self.mac,
+            )
+        )
+
+    def create(self) -> subprocess.Popen[str]:
+        """Start `xl create` (it takes seconds under TCG: it unpacks the kernel)."""
+        self.started = time.time()
+        return subprocess.Popen(
+            ["xl", "create", str(self.config)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def domid(self) -> int | None:
+        done = run(["xl", "domid", self.name], check=False)
+        return int(done.stdout) if done.returncode == 0 and done.stdout.strip().isdigit() else None
+
+    def console(self) -> str:
+        return self.console_log.read_text(errors="replace") if self.console_log.exists() else ""
+
+    def shutdown(self, timeout: float = 120) -> None:
+        if self.domid() is None:
+            return
+        run(["xl", "shutdown", "-w", self.name], timeout=timeout)
+
+
+def create_all(guests: list[Guest]) -> None:
+    """`xl create` of each guest, one after the other: under TCG, libxl's wait for a
+    qdisk device model times out when several start at once ("Post DM startup configs
+    failed, rc=-9"). The guests still boot side by side."""
+    for guest in guests:
+        proc = guest.create()
+        output, _ = proc.communicate(timeout=300)
+        if proc.returncode != 0:
+            raise CommandFailed(f"xl create {guest.name} failed: {output.strip()[-800:]}")
+
+
+@contextlib.contextmanager
+def guest_disk(path: Path, device: str = "/dev/nbd0") -> Iterator[Callable[[str], str | None]]:
+    """A powered-off guest's disk, attached read-only through qemu-nbd: yields a reader
+    of files by path (debugfs, so nothing is mounted), None for a missing file."""
+    run(["qemu-nbd", "--read-only", "--format=qcow2", f"--connect={device}", str(path)])
+    try:
+        name = Path(device).name
+        wait_for(
+            f"{device} has a size",
+            lambda: Path(f"/sys/block/{name}/size").read_text().strip() != "0",
+            20,
+            0.2,
+        )
+
+        def read(file: str) -> str | None:
+            done = run(["debugfs", "-R", f"cat {file}", device], check=False)
+            missing = "File not found" in done.stderr
+            return None if missing or done.returncode != 0 else done.stdout
+
+        yield read
+    finally:
+        run(["qemu-nbd", "--disconnect", device], check=False)
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    if not path.exists():
+        return f"({path} does not exist)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def dump(title: str, text: str) -> None:
+    """Diagnostics on the console, each line marked so they are easy to find."""
+    say(f"lab| ===== {title}")
+    for line in text.splitlines():
+        say(f"lab| {line}")
+
+
+def diagnostics(guests: list[Guest]) -> None:
+    dump("xl list", run(["xl", "list"], check=False).stdout)
+    dump("server log", tail(LOGS / "server.log", 60))
+    for guest in guests:
+        dump(f"console of {guest.name}", tail(guest.console_log, 60))
+    dump("xl dmesg", "\n".join(run(["xl", "dmesg"], check=False).stdout.splitlines()[-20:]))
+    for log in sorted(Path("/var/log/xen").glob("*.log")):
+        dump(str(log), tail(log, 15))
