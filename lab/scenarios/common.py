@@ -363,11 +363,11 @@ class Guest:
             )
         )
 
-    def create(self) -> subprocess.Popen[str]:
+    def create(self, paused: bool = False) -> subprocess.Popen[str]:
         """Start `xl create` (it takes seconds under TCG: it unpacks the kernel)."""
         self.started = time.time()
         return subprocess.Popen(
-            ["xl", "create", str(self.config)],
+            ["xl", "create", *(["-p"] if paused else []), str(self.config)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -387,12 +387,12 @@ class Guest:
         run(["xl", "shutdown", "-w", self.name], timeout=timeout)
 
 
-def create_all(guests: list[Guest]) -> None:
+def create_all(guests: list[Guest], paused: bool = False) -> None:
     """`xl create` of each guest, one after the other: under TCG, libxl's wait for a
     qdisk device model times out when several start at once ("Post DM startup configs
     failed, rc=-9"). The guests still boot side by side."""
     for guest in guests:
-        proc = guest.create()
+        proc = guest.create(paused)
         output, _ = proc.communicate(timeout=300)
         if proc.returncode != 0:
             raise CommandFailed(f"xl create {guest.name} failed: {output.strip()[-800:]}")

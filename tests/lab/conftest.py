@@ -19,7 +19,7 @@ from lab.qemu import Boot, boot
 from tests.support.requirements import need_root, need_tools
 
 # In the order dom0 runs them, in one boot.
-SCENARIOS = ["network"]
+SCENARIOS = ["xenstore", "network", "iso", "fallback"]
 BOOT_DEADLINE = 1500.0  # seconds; the lab suite's goal is 15 minutes in all
 LAB_TIMEOUT = 3600  # pytest-timeout for a test that waits for the build and the boot
 

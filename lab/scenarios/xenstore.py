@@ -1,0 +1,164 @@
+"""Scenario "xenstore" (issue 16, scenario 4): xenstore permissions as the real xenstored
+enforces them, checked by two real PV guests.
+
+The same table as the stand-in's own test (tests/fallback/test_xenstored.py,
+test_permissions, where domain 5 is A and domain 6 is B; a host test keeps the two
+tables equal), plus the signal key exactly as the product prepares it
+(`XenHost.prepare_signal`, run here against the real xenstored): guest A may write its
+done key but not read it or change its permissions; guest B may not touch it.
+
+Each guest runs its part of the table at boot through systemd's `systemd.run=` on its
+kernel command line: a one-line shell that reads a script dom0 put in the guest's own
+xenstore directory and runs it; each command's outcome is written back as
+`data/lab-probe/<id>` = allowed|denied. Nothing is added to the master image.
+"""
+
+from __future__ import annotations
+
+from lab.scenarios.common import (
+    ISOLATED_BRIDGE,
+    VENV,
+    Checks,
+    Dom0,
+    Guest,
+    create_all,
+    run,
+    step,
+    wait_for,
+)
+
+# (who, argv with {A} {B} for the two domids, allowed): the stand-in test's table, with
+# its domain 5 as A, 6 as B, and its Dom0 as "0" (run by dom0 here, not by a guest).
+PERMISSIONS: list[tuple[str, str, list[str], bool]] = [
+    ("own-data", "A", ["xenstore-write", "/local/domain/{A}/data/mine", "x"], True),
+    ("own-data-relative", "A", ["xenstore-write", "data/relative", "x"], True),
+    ("other-domains-data", "A", ["xenstore-write", "/local/domain/{B}/data/x", "x"], False),
+    ("own-dir-is-read-only", "A", ["xenstore-write", "/local/domain/{A}/not-granted", "x"], False),
+    ("granted-write", "A", ["xenstore-write", "/granted/child", "x"], True),
+    ("not-granted", "B", ["xenstore-write", "/granted/child", "x"], False),
+    ("write-grant-is-not-read", "A", ["xenstore-read", "/granted"], False),
+    ("other-domains-secret", "A", ["xenstore-read", "/local/domain/{B}/data/secret"], False),
+    ("own-secret", "B", ["xenstore-read", "data/secret"], True),
+    ("own-name", "A", ["xenstore-read", "/local/domain/{A}/name"], True),
+    ("rm-read-only", "A", ["xenstore-rm", "/local/domain/{A}/domid"], False),
+    ("chmod-not-owner", "A", ["xenstore-chmod", "/granted", "n0", "b{A}"], False),
+    ("give-away", "B", ["xenstore-chmod", "data/secret", "n{A}"], False),
+    ("owner-chmod", "B", ["xenstore-chmod", "data/secret", "n{B}", "r{A}"], True),
+    ("dom0-reads-all", "0", ["xenstore-read", "/local/domain/{B}/data/secret"], True),
+]
+# The signal key as XenHost.prepare_signal leaves it for guest A (the stand-in's
+# test_prepared_key_lets_only_that_guest_write).
+SIGNAL = "/local/domain/{A}/data/metadata-init"
+SIGNAL_CHECKS: list[tuple[str, str, list[str], bool]] = [
+    ("signal.owner-writes-done", "A", ["xenstore-write", "data/metadata-init/done", "x"], True),
+    ("signal.other-writes-done", "B", ["xenstore-write", SIGNAL + "/done", "x"], False),
+    ("signal.other-writes-key", "B", ["xenstore-write", SIGNAL, "x"], False),
+    ("signal.owner-cannot-read", "A", ["xenstore-read", "data/metadata-init"], False),
+    ("signal.owner-cannot-chmod", "A", ["xenstore-chmod", "data/metadata-init", "n{A}"], False),
+]
+PROBE = "data/lab-probe"
+# systemd.run's command; xl's double-quoted string turns \" into ".
+PROBE_EXTRA = (
+    f"systemd.run=\\\"sh -c 'xenstore-read -R {PROBE}/script | sh'\\\" "
+    "systemd.run_success_action=none systemd.run_failure_action=none "
+    "systemd.mask=metadata-init.service systemd.mask=systemd-networkd-wait-online.service"
+)
+
+
+def probe_script(
+    rows: list[tuple[str, str, list[str], bool]], who: str, ids: dict[str, int]
+) -> str:
+    lines = []
+    for check_id, runner, argv, _allowed in rows:
+        if runner != who:
+            continue
+        words = " ".join(f"'{w.format(A=ids['A'], B=ids['B'])}'" for w in argv)
+        lines.append(
+            f"{words} >/dev/null 2>&1 && xenstore-write {PROBE}/{check_id} allowed"
+            f" || xenstore-write {PROBE}/{check_id} denied"
+        )
+    lines.append(f"xenstore-write {PROBE}/finished yes")
+    return "\n".join(lines) + "\n"
+
+
+def prepare_signal(domid: int) -> None:
+    """The product's own code, against the real xenstored."""
+    code = (
+        "import asyncio\nfrom metadata_server.fallback.xen import XenHost\n"
+        f"asyncio.run(XenHost().prepare_signal({domid}))\n"
+    )
+    run([str(VENV / "bin/python"), "-c", code])
+
+
+def run_scenario(dom0: Dom0) -> bool:
+    checks = Checks("xenstore")
+    dom0.ready()
+    a = dom0.guest(
+        "lab-xs-a", "00:16:3e:1a:b2:01", "198.18.0.31", extra=PROBE_EXTRA, bridge=ISOLATED_BRIDGE
+    )
+    b = dom0.guest(
+        "lab-xs-b", "00:16:3e:1a:b2:02", "198.18.0.32", extra=PROBE_EXTRA, bridge=ISOLATED_BRIDGE
+    )
+    for guest in (a, b):
+        guest.make_disk()
+    step("creating two paused guests")
+    create_all([a, b], paused=True)
+    ids = {"A": _domid(a), "B": _domid(b)}
+    # the stand-in test's fixture: /granted (Dom0's, A may write), B's secret
+    run(["xenstore-write", "/granted", ""])
+    run(["xenstore-chmod", "/granted", "n0", f"w{ids['A']}"])
+    run(["xenstore-write", f"/local/domain/{ids['B']}/data/secret", "six"])
+    prepare_signal(ids["A"])
+    listed = run(["xenstore-ls", "-p", f"/local/domain/{ids['A']}/data"]).stdout
+    line = next((x for x in listed.splitlines() if x.startswith("metadata-init ")), "")
+    perms = line.rpartition("(")[2].strip()
+    checks.report(
+        "signal.perms", perms == f"n0,w{ids['A']})", f"xenstore-ls -p: {listed.strip()!r}"
+    )
+    rows = PERMISSIONS + SIGNAL_CHECKS
+    for who in ("A", "B"):
+        domid = ids[who]
+        base = f"/local/domain/{domid}/{PROBE}"
+        run(["xenstore-write", "-R", f"{base}/script", probe_script(rows, who, ids)])
+        run(["xenstore-chmod", base, f"n{domid}"])
+        run(["xenstore-chmod", f"{base}/script", f"n{domid}"])
+    step("guests run their probes")
+    for guest in (a, b):
+        run(["xl", "unpause", guest.name])
+
+    def finished() -> bool:
+        return all(
+            run(
+                ["xenstore-read", f"/local/domain/{i}/{PROBE}/finished"], check=False
+            ).stdout.strip()
+            == "yes"
+            for i in (ids["A"], ids["B"])
+        )
+
+    wait_for("both guests' probes", finished, 300, 2.0)
+    for check_id, who, argv, allowed in rows:
+        if who == "0":
+            done = run([w.format(**{k: str(v) for k, v in ids.items()}) for w in argv], check=False)
+            real = "allowed" if done.returncode == 0 else "denied"
+        else:
+            real = (
+                run(
+                    ["xenstore-read", f"/local/domain/{ids[who]}/{PROBE}/{check_id}"], check=False
+                ).stdout.strip()
+                or "missing"
+            )
+        expected = "allowed" if allowed else "denied"
+        checks.report(check_id, real == expected, f"real xenstored: {real}; stand-in: {expected}")
+    for guest in (a, b):
+        run(["xl", "destroy", guest.name], check=False)
+    run(["xenstore-rm", "/granted"], check=False)
+    if checks.failures:
+        dom0.diagnostics()
+    return checks.failures == 0
+
+
+def _domid(guest: Guest) -> int:
+    domid = guest.domid()
+    if domid is None:
+        raise RuntimeError(f"{guest.name} has no domain")
+    return domid
