@@ -4,6 +4,7 @@ say what the runner boots."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from lab.builder import base, project
 from lab.builder.apt import Mirrors, PrivateApt
-from lab.builder.cache import Cache, digest, files_digest
+from lab.builder.cache import Cache, digest, files_digest, remove_tree
 from lab.builder.commands import BuildError, Runner, need_program
 from lab.builder.tree import project_root, tree_digest
 
@@ -59,9 +60,15 @@ def project_key(base: str, tree_digest_: str) -> str:
     return digest([base, tree_digest_])
 
 
-def _timed(step: Callable[[], None]) -> float:
+def _timed(step: Callable[[], None], scratch: Path) -> float:
+    """Run one layer's build; on failure its scratch directory goes too."""
     start = time.monotonic()
-    step()
+    try:
+        step()
+    except BaseException:
+        with contextlib.suppress(OSError, RuntimeError):
+            remove_tree(scratch)
+        raise
     return time.monotonic() - start
 
 
@@ -95,7 +102,8 @@ def build(
             say(f"lab: building the base layer {key} (debootstrap, apt; a few minutes)")
             scratch = cache.scratch("base", key)
             base_seconds = _timed(
-                lambda: base.build_base(runner, mirrors, scratch, cache_root / "debs", versions)
+                lambda: base.build_base(runner, mirrors, scratch, cache_root / "debs", versions),
+                scratch,
             )
             base_layer = cache.publish("base", key, scratch)
             say(f"lab: base layer built in {base_seconds:.0f} s")
@@ -107,7 +115,8 @@ def build(
             project_seconds = _timed(
                 lambda: project.build_project(
                     runner, tree, base_layer, scratch, cache_root / "wheels", pkey
-                )
+                ),
+                scratch,
             )
             project_layer = cache.publish("project", pkey, scratch)
             say(f"lab: project layer built in {project_seconds:.0f} s")
