@@ -108,7 +108,8 @@ def qemu_argv(
         "console=hvc0",
         "earlyprintk=xen",
         "loglevel=4",
-        f"lab.scenario={','.join(scenarios)}",
+        # "+" between names: QEMU's -initrd takes "," between modules
+        f"lab.scenario={'+'.join(scenarios)}",
         *dom0_args,
     ]
     return [

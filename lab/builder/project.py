@@ -42,20 +42,22 @@ def build_wheels(runner: Runner, tree: Path, wheelhouse: Path, into: Path) -> Pa
     wheels = sorted(into.glob("metadata_server-*.whl"))
     if len(wheels) != 1:
         raise BuildError(f"pip built {wheels} from {tree}, not one metadata_server wheel")
-    runner.run(
-        "pip wheel (the dependencies, from PyPI or pip's cache)",
-        [
-            *pip,
-            "wheel",
-            "-q",
-            "--find-links",
-            str(wheelhouse),
-            "-w",
-            str(wheelhouse),
-            str(wheels[0]),
-        ],
-        heavy=True,
-    )
+    deps = [
+        *pip,
+        "wheel",
+        "-q",
+        "--find-links",
+        str(wheelhouse),
+        "-w",
+        str(wheelhouse),
+        str(wheels[0]),
+    ]
+    try:  # the wheelhouse of an earlier build usually has them all
+        runner.run(
+            "pip wheel (the dependencies, from the wheelhouse)", [*deps, "--no-index"], heavy=True
+        )
+    except BuildError:
+        runner.run("pip wheel (the dependencies, from PyPI or pip's cache)", deps, heavy=True)
     return wheels[0]
 
 

@@ -1,4 +1,4 @@
-"""The scenarios the lab's dom0 runs, by name (`lab.scenario=A,B`). Each takes the shared
+"""The scenarios the lab's dom0 runs, by name (`lab.scenario=A+B`). Each takes the shared
 `Dom0` and returns True when every one of its checks passed."""
 
 from __future__ import annotations

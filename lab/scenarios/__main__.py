@@ -1,4 +1,4 @@
-"""Run in dom0 by lab-scenario.service: the scenarios named by `lab.scenario=A,B,...` on
+"""Run in dom0 by lab-scenario.service: the scenarios named by `lab.scenario=A+B+...` on
 the kernel command line, in that order, in one boot (they share the toolstack, the
 bridge and the metadata server), each ending with its END marker; then power-off
 (unless `lab.keep` is on the command line)."""
@@ -48,7 +48,7 @@ def run_one(name: str, dom0: Dom0) -> bool:
 
 
 def main() -> int:
-    names = [n for n in (kernel_option("lab.scenario") or "").split(",") if n]
+    names = [n for n in (kernel_option("lab.scenario") or "").split("+") if n]
     dom0 = Dom0()
     try:
         for name in names:

@@ -25,7 +25,7 @@ from lab import markers
 
 ROOT = Path("/opt/metadata-server")
 VENV = ROOT / "venv"
-TEMPLATES = ROOT / "src/lab/templates"
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"  # lab/templates, here or in dom0
 MASTER = ROOT / "images/master.qcow2"
 WORK = Path("/var/lib/lab")
 LOGS = Path("/var/log/lab")
@@ -157,19 +157,21 @@ class Server:
                 self.proc.wait()
 
 
+def server_config(iso_auto: bool, iso_auto_after: float, iso_timeout: float) -> str:
+    return render(
+        "server.toml",
+        iso_auto=str(iso_auto).lower(),
+        iso_auto_after=iso_auto_after,
+        iso_timeout=iso_timeout,
+    )
+
+
 def start_server(
     *, iso_auto: bool = False, iso_auto_after: float = 120, iso_timeout: float = 300
 ) -> Server:
     config = Path("/etc/metadata-server/lab.toml")
     config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text(
-        render(
-            "server.toml",
-            iso_auto=str(iso_auto).lower(),
-            iso_auto_after=iso_auto_after,
-            iso_timeout=iso_timeout,
-        )
-    )
+    config.write_text(server_config(iso_auto, iso_auto_after, iso_timeout))
     LOGS.mkdir(parents=True, exist_ok=True)
     log = LOGS / "server.log"
     with log.open("ab") as out:
@@ -349,18 +351,20 @@ class Guest:
             ]
         )
         kernel = sorted(Path("/boot").glob("vmlinuz-*"))[-1]
-        self.config.write_text(
-            render(
-                "domu.cfg",
-                name=self.name,
-                uuid=self.uuid,
-                memory=self.memory,
-                kernel=kernel,
-                ramdisk="/boot/initrd-domu.img",
-                extra=self.extra,
-                disk=self.disk,
-                mac=self.mac,
-            )
+        self.config.write_text(self.xl_config(str(kernel)))
+
+    def xl_config(self, kernel: str) -> str:
+        return render(
+            "domu.cfg",
+            name=self.name,
+            uuid=self.uuid,
+            memory=self.memory,
+            kernel=kernel,
+            ramdisk="/boot/initrd-domu.img",
+            extra=self.extra,
+            disk=self.disk,
+            mac=self.mac,
+            bridge=self.bridge,
         )
 
     def create(self, paused: bool = False) -> subprocess.Popen[str]:

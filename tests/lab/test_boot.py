@@ -48,5 +48,5 @@ def test_qemu_gets_no_network_and_only_snapshots(lab_build: BuildReport, tmp_pat
     argv = qemu_argv(lab_build.lab, ["network", "iso"], tmp_path / "serial.log", host_accel())
     assert argv[argv.index("-nic") + 1] == "none"
     assert "-snapshot" in argv
-    assert "lab.scenario=network,iso" in argv[argv.index("-initrd") + 1]
+    assert "lab.scenario=network+iso" in argv[argv.index("-initrd") + 1]
     assert argv[argv.index("-accel") + 1] == host_accel().name
