@@ -162,6 +162,7 @@ class PrivateApt:
                 "read the package list",
                 ["/usr/lib/apt/apt-helper", "cat-file", str(lists)],
                 capture=True,
+                log_output=False,
             )
             name = ""
             for line in text.splitlines():

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import lzma
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -114,6 +115,25 @@ def _initramfs(chroot: Chroot, name: str, modules: list[str], kver: str) -> None
     )
 
 
+XZ_MAGIC = b"\xfd7zXZ\x00"
+
+
+def unpack_kernel(bzimage: bytes) -> bytes:
+    """The ELF kernel inside a bzImage whose payload is xz (Debian's): the first xz
+    stream that unpacks to an ELF."""
+    start = bzimage.find(XZ_MAGIC)
+    while start != -1:
+        unpacker = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+        try:
+            elf = unpacker.decompress(bzimage[start:])
+        except lzma.LZMAError:
+            elf = b""
+        if elf.startswith(b"\x7fELF"):
+            return elf
+        start = bzimage.find(XZ_MAGIC, start + 1)
+    raise BuildError("no xz-packed ELF kernel inside the bzImage")
+
+
 def _install_vm_files(source: Path, root: Path) -> None:
     """Copy lab/vm/<side>/ into the tree: paths as in the tree, mode kept."""
     for path in sorted(source.rglob("*")):
@@ -199,11 +219,17 @@ def configure_dom0(runner: Runner, layer: Path, kver: str) -> None:
     # dom0's memory is fixed on Xen's command line: xl must not balloon it down
     xl_conf.write_text("\n".join([*lines, 'autoballoon="off"']) + "\n")
     default = root / "etc/default/xen"
-    # the guests' consoles logged to /var/log/xen/console/guest-NAME.log, read by the checks
+    # the guests' consoles logged to /var/log/xen/console/guest-NAME.log, read by the
+    # checks (xenconsoled does not make the directory)
+    (root / "var/log/xen/console").mkdir(parents=True, exist_ok=True)
     default.write_text(
         default.read_text()
-        + 'XENCONSOLED_ARGS="--log=guest --log-dir=/var/log/xen/console --timestamp=none"\n'
+        + 'XENCONSOLED_ARGS="--log=guest --log-dir=/var/log/xen/console --timestamp=guest"\n'
     )
+    # the domUs boot an uncompressed kernel: libxc unpacking the xz one in dom0 costs
+    # seconds of TCG per `xl create`
+    kernel = unpack_kernel((root / f"boot/vmlinuz-{kver}").read_bytes())
+    (root / "boot/vmlinux-domu").write_bytes(kernel)
     ext4_image(runner, root, layer / "dom0.img", "lab-dom0", DOM0_IMAGE_SIZE)
 
 

@@ -55,6 +55,7 @@ class Runner:
         cwd: Path | None = None,
         timeout: float = 1800,
         capture: bool = False,
+        log_output: bool = True,
     ) -> str:
         """Run `argv`; return its output (stdout and stderr) when `capture`. Raises
         BuildError on failure."""
@@ -78,7 +79,7 @@ class Runner:
                 raise BuildError(f"{what}: {full[0]} is not installed") from None
             except subprocess.TimeoutExpired:
                 raise BuildError(f"{what}: timed out after {timeout:g} s") from None
-            if capture:
+            if capture and log_output:
                 log.write(done.stdout or "")
         if done.returncode != 0:
             output = done.stdout if capture else self.log_path.read_text(errors="replace")

@@ -350,8 +350,7 @@ class Guest:
                 str(self.disk),
             ]
         )
-        kernel = sorted(Path("/boot").glob("vmlinuz-*"))[-1]
-        self.config.write_text(self.xl_config(str(kernel)))
+        self.config.write_text(self.xl_config("/boot/vmlinux-domu"))
 
     def xl_config(self, kernel: str) -> str:
         return render(

@@ -8,9 +8,10 @@ tables equal), plus the signal key exactly as the product prepares it
 done key but not read it or change its permissions; guest B may not touch it.
 
 Each guest runs its part of the table at boot through systemd's `systemd.run=` on its
-kernel command line: a one-line shell that reads a script dom0 put in the guest's own
-xenstore directory and runs it; each command's outcome is written back as
-`data/lab-probe/<id>` = allowed|denied. Nothing is added to the master image.
+kernel command line: a one-line shell that reads the commands dom0 put in the guest's
+own xenstore directory (one node each: xenstored refuses a value over 2048 bytes) and
+runs them in order; each command's outcome is written back as `data/lab-probe/<id>` =
+allowed|denied. Nothing is added to the master image.
 """
 
 from __future__ import annotations
@@ -57,17 +58,20 @@ SIGNAL_CHECKS: list[tuple[str, str, list[str], bool]] = [
     ("signal.owner-cannot-chmod", "A", ["xenstore-chmod", "data/metadata-init", "n{A}"], False),
 ]
 PROBE = "data/lab-probe"
-# systemd.run's command; xl's double-quoted string turns \" into ".
+# systemd.run's command (no "$": systemd would expand it); xl's double-quoted string
+# turns \" into ".
 PROBE_EXTRA = (
-    f"systemd.run=\\\"sh -c 'xenstore-read -R {PROBE}/script | sh'\\\" "
+    f"systemd.run=\\\"sh -c 'xenstore-list {PROBE}/cmd | xargs -I@ xenstore-read -R {PROBE}/cmd/@"
+    f" | sh; xenstore-write {PROBE}/finished yes'\\\" "
     "systemd.run_success_action=none systemd.run_failure_action=none "
     "systemd.mask=metadata-init.service systemd.mask=systemd-networkd-wait-online.service"
 )
 
 
-def probe_script(
+def probe_commands(
     rows: list[tuple[str, str, list[str], bool]], who: str, ids: dict[str, int]
-) -> str:
+) -> list[str]:
+    """The shell lines guest `who` runs, in the table's order (each under 2048 bytes)."""
     lines = []
     for check_id, runner, argv, _allowed in rows:
         if runner != who:
@@ -77,8 +81,7 @@ def probe_script(
             f"{words} >/dev/null 2>&1 && xenstore-write {PROBE}/{check_id} allowed"
             f" || xenstore-write {PROBE}/{check_id} denied"
         )
-    lines.append(f"xenstore-write {PROBE}/finished yes")
-    return "\n".join(lines) + "\n"
+    return [line + "\n" for line in lines]
 
 
 def prepare_signal(domid: int) -> None:
@@ -119,9 +122,13 @@ def run_scenario(dom0: Dom0) -> bool:
     for who in ("A", "B"):
         domid = ids[who]
         base = f"/local/domain/{domid}/{PROBE}"
-        run(["xenstore-write", "-R", f"{base}/script", probe_script(rows, who, ids)])
-        run(["xenstore-chmod", base, f"n{domid}"])
-        run(["xenstore-chmod", f"{base}/script", f"n{domid}"])
+        for index, line in enumerate(probe_commands(rows, who, ids)):
+            # zero-padded in the order made: xenstore-list gives them back in that order
+            node = f"{base}/cmd/{index:03d}"
+            run(["xenstore-write", "-R", node, line])
+            run(["xenstore-chmod", node, f"n{domid}"])
+        for node in (base, f"{base}/cmd"):
+            run(["xenstore-chmod", node, f"n{domid}"])
     step("guests run their probes")
     for guest in (a, b):
         run(["xl", "unpause", guest.name])

@@ -71,3 +71,15 @@ def test_only_a_complete_layer_counts(tmp_path: Path) -> None:
 def test_cache_path_that_qemu_would_misread(path: str) -> None:
     with pytest.raises(ValueError, match="comma or white space"):
         cache_dir(Path(path))
+
+
+def test_the_domu_kernel_is_unpacked_from_an_xz_bzimage() -> None:
+    import lzma
+
+    from lab.builder.base import unpack_kernel
+
+    elf = b"\x7fELF" + bytes(range(256)) * 64
+    fake_bzimage = (
+        b"MZ setup code" + lzma.compress(b"not the kernel") + b"pad" + lzma.compress(elf) + b"tail"
+    )
+    assert unpack_kernel(fake_bzimage) == elf
