@@ -11,9 +11,7 @@ cannot run Xen).
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -187,9 +185,8 @@ def boot(
     ended_at: float | None = None
     died_at: float | None = None
     with stderr_path.open("wb") as stderr:
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr, start_new_session=True
-        )
+        # in our process group: whatever stops the caller's group stops QEMU too
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr)
     try:
         while proc.poll() is None:
             time.sleep(0.5)
@@ -235,7 +232,7 @@ def boot(
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+            proc.kill()
     proc.wait()
 
 
