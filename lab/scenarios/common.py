@@ -105,8 +105,10 @@ def run(
     return done
 
 
-def wait_for(what: str, predicate: Callable[[], Any], timeout: float, interval: float = 1.0) -> Any:
-    """The first truthy value of `predicate()`, polled; TimeoutError naming `what`."""
+def wait_for(what: str, predicate: Callable[[], Any], timeout: float, interval: float = 3.0) -> Any:
+    """The first truthy value of `predicate()`, polled; TimeoutError naming `what`. Every
+    poll costs dom0 CPU that the guests need (under TCG, a process spawn is tens of ms):
+    seconds apart by default."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()

@@ -105,7 +105,7 @@ def run_iso(dom0: Dom0) -> bool:
         seen["vbd"] = seen["vbd"] or vbd_attached(guest)
         seen["iso"] = seen["iso"] or bool(isos())
         seen["key"] = seen["key"] or signal_key(domid)
-        time.sleep(1)
+        time.sleep(2)
     output = flow.stdout.read() if flow.stdout else ""
     checks.report("provision.exit", flow.returncode == 0, output.strip()[-300:])
     vm = guest.vm()

@@ -86,7 +86,7 @@ def wait_configured(checks: Checks, guests: list[Guest]) -> dict[str, dict[str, 
                     step(f"{guest.name} {vm['state']}")
         return len(final) == len(guests)
 
-    wait_for("every guest configured", settled, CONFIGURE_TIMEOUT, 1.0)
+    wait_for("every guest configured", settled, CONFIGURE_TIMEOUT)
     for guest in guests:
         vm = final[guest.name]
         times = vm["state_times"]

@@ -77,11 +77,17 @@ def probe_commands(
         if runner != who:
             continue
         words = " ".join(f"'{w.format(A=ids['A'], B=ids['B'])}'" for w in argv)
+        node = f"{PROBE}/{result_node(check_id)}"
         lines.append(
-            f"{words} >/dev/null 2>&1 && xenstore-write {PROBE}/{check_id} allowed"
-            f" || xenstore-write {PROBE}/{check_id} denied"
+            f"{words} >/dev/null 2>&1 && xenstore-write {node} allowed"
+            f" || xenstore-write {node} denied"
         )
     return [line + "\n" for line in lines]
+
+
+def result_node(check_id: str) -> str:
+    """A node name for a check id: xenstore paths allow only [A-Za-z0-9-/_@], no dot."""
+    return check_id.replace(".", "-")
 
 
 def prepare_signal(domid: int) -> None:
@@ -148,12 +154,8 @@ def run_scenario(dom0: Dom0) -> bool:
             done = run([w.format(**{k: str(v) for k, v in ids.items()}) for w in argv], check=False)
             real = "allowed" if done.returncode == 0 else "denied"
         else:
-            real = (
-                run(
-                    ["xenstore-read", f"/local/domain/{ids[who]}/{PROBE}/{check_id}"], check=False
-                ).stdout.strip()
-                or "missing"
-            )
+            node = f"/local/domain/{ids[who]}/{PROBE}/{result_node(check_id)}"
+            real = run(["xenstore-read", node], check=False).stdout.strip() or "missing"
         expected = "allowed" if allowed else "denied"
         checks.report(check_id, real == expected, f"real xenstored: {real}; stand-in: {expected}")
     for guest in (a, b):
