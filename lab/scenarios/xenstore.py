@@ -10,8 +10,9 @@ done key but not read it or change its permissions; guest B may not touch it.
 Each guest runs its part of the table as its init (`init=/bin/sh -- -c ...` on its
 kernel command line; the master's own kernel, root and xenstore-utils): a one-line
 shell that reads the commands dom0 put in the guest's own xenstore directory (one node
-each: xenstored refuses a value over 2048 bytes) and runs them in order; each command's outcome is written back as `data/lab-probe/<id>` =
-allowed|denied. Nothing is added to the master image.
+each: xenstored refuses a value over 2048 bytes) and runs them in order; each
+command's outcome is written back as `data/lab-probe/<id>` = allowed|denied. Nothing
+is added to the master image.
 """
 
 from __future__ import annotations
