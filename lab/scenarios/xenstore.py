@@ -17,6 +17,8 @@ is added to the master image.
 
 from __future__ import annotations
 
+from functools import partial
+
 from lab.scenarios.common import (
     ISOLATED_BRIDGE,
     VENV,
@@ -86,6 +88,11 @@ def probe_commands(
     return [line + "\n" for line in lines]
 
 
+def probe_finished(domid: int) -> bool:
+    done = run(["xenstore-read", f"/local/domain/{domid}/{PROBE}/finished"], check=False)
+    return done.stdout.strip() == "yes"
+
+
 def result_node(check_id: str) -> str:
     """A node name for a check id: xenstore paths allow only [A-Za-z0-9-/_@], no dot."""
     return check_id.replace(".", "-")
@@ -136,20 +143,12 @@ def run_scenario(dom0: Dom0) -> bool:
             run(["xenstore-chmod", node, f"n{domid}"])
         for node in (base, f"{base}/cmd"):
             run(["xenstore-chmod", node, f"n{domid}"])
-    step("guests run their probes")
-    for guest in (a, b):
+    # A's rows first, then B's: some rows change what later ones see (B's owner-chmod
+    # lets A read B's secret), and the stand-in's test runs each row on a fresh store
+    for who, guest in (("A", a), ("B", b)):
+        step(f"{guest.name} runs its probe")
         run(["xl", "unpause", guest.name])
-
-    def finished() -> bool:
-        return all(
-            run(
-                ["xenstore-read", f"/local/domain/{i}/{PROBE}/finished"], check=False
-            ).stdout.strip()
-            == "yes"
-            for i in (ids["A"], ids["B"])
-        )
-
-    wait_for("both guests' probes", finished, 300, 2.0)
+        wait_for(f"{guest.name}'s probe", partial(probe_finished, ids[who]), 300, 2.0)
     for check_id, who, argv, allowed in rows:
         if who == "0":
             done = run([w.format(**{k: str(v) for k, v in ids.items()}) for w in argv], check=False)
