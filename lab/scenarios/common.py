@@ -386,10 +386,18 @@ class Guest:
     def console(self) -> str:
         return self.console_log.read_text(errors="replace") if self.console_log.exists() else ""
 
-    def shutdown(self, timeout: float = 120) -> None:
-        if self.domid() is None:
-            return
-        run(["xl", "shutdown", "-w", self.name], timeout=timeout)
+
+COMMIT_SECONDS = 15.0  # three of ext4's 5 s journal commits
+
+
+def power_off(guests: list[Guest]) -> None:
+    """Pull the plug, once what the guests wrote is on their deltas: ext4 (data=ordered)
+    commits data and journal every 5 s, and their qdisk backends write through dom0's
+    page cache, which qemu-nbd reads. A clean `xl shutdown` costs two minutes of TCG."""
+    time.sleep(COMMIT_SECONDS)
+    for guest in guests:
+        run(["xl", "destroy", guest.name], check=False)
+    wait_for("the guests gone", lambda: all(g.domid() is None for g in guests), 60)
 
 
 def create_all(guests: list[Guest], paused: bool = False) -> None:
