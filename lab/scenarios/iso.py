@@ -32,10 +32,11 @@ from lab.scenarios.common import (
     Dom0,
     Guest,
     create_all,
+    destroy,
     figure,
     parse_time,
-    power_off,
     run,
+    shut_down,
     step,
     wait_for,
 )
@@ -124,8 +125,8 @@ def run_iso(dom0: Dom0) -> bool:
     checks.report("guest.read_iso", f"read the configuration from /dev/{ISO_VDEV}" in console,
                   "the boot script's line on the guest's console")  # fmt: skip
     check_nothing_left(checks, "after", guest, domid)
-    step("powering the ISO guest off")
-    power_off([guest])
+    step("shutting the ISO guest down")
+    shut_down([guest])
     check_disks(checks, [guest], {guest.name: vm})
     if checks.failures:
         dom0.diagnostics()
@@ -192,7 +193,7 @@ def run_fallback(dom0: Dom0) -> bool:
         figure("fallback.auto_boot_to_configured", parse_time(times["configured"]) - late.started)
     wait_for("the late guest's ISO gone", lambda: not vbd_attached(late) and not isos(), 60)
     check_nothing_left(checks, "auto", late, domid)
-    power_off([late])
+    destroy([late])
     if checks.failures:
         dom0.diagnostics()
     return checks.failures == 0

@@ -22,11 +22,12 @@ from lab.scenarios.common import (
     Dom0,
     Guest,
     create_all,
+    destroy,
     figure,
     guest_disk,
     parse_time,
-    power_off,
     run,
+    shut_down,
     step,
     wait_for,
 )
@@ -210,12 +211,12 @@ def run_scenario(dom0: Dom0) -> bool:
             applied in guest.console(),
             "the boot script's line on the guest's console",
         )
-    step("powering the guests off")
-    power_off(guests)
+    step("shutting the guests down")
+    shut_down(guests)
     check_disks(checks, guests, records)
     step(f"second boot of {guests[0].name}")
     second_boot(checks, guests[0])
-    power_off(guests[:1])
+    destroy(guests[:1])
     if checks.failures:
         dom0.diagnostics()
     return checks.failures == 0
