@@ -50,9 +50,8 @@ def lab_boot(lab_build: BuildReport) -> Iterator[Boot]:
     result = boot(
         lab_build.lab, SCENARIOS, log_dir=cache_dir() / "logs", deadline=BOOT_DEADLINE, say=say
     )
-    say(
-        f"lab: boot {result.seconds:.1f} s, dom0 to its first scenario line {result.first_marker_seconds} s"
-    )
+    first = result.first_marker_seconds or 0.0
+    say(f"lab: boot {result.seconds:.1f} s, dom0 to its first scenario line {first:.1f} s")
     yield result
 
 
