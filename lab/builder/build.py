@@ -13,7 +13,7 @@ from pathlib import Path
 
 from lab.builder import base, project
 from lab.builder.apt import Mirrors, PrivateApt
-from lab.builder.cache import Cache, digest, files_digest, remove_tree
+from lab.builder.cache import Cache, digest, files_digest, prune_logs, remove_tree
 from lab.builder.commands import BuildError, Runner, need_program
 from lab.builder.tree import project_root, tree_digest
 
@@ -90,6 +90,7 @@ def build(
     tree = (tree or project_root()).resolve()
     cache = Cache(cache_root)
     with cache.locked():
+        prune_logs(cache_root / "logs")
         runner = Runner(cache_root / "logs" / f"build-{time.strftime('%Y%m%d-%H%M%S')}.log")
         apt = PrivateApt(cache_root / "apt", mirrors, runner)
         apt.update()

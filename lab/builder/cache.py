@@ -91,6 +91,15 @@ class Cache:
         return final
 
 
+def prune_logs(directory: Path, keep: int = 40) -> None:
+    """Keep the newest `keep` files of a log directory (serial logs, build logs)."""
+    if not directory.is_dir():
+        return
+    files = sorted((p for p in directory.iterdir() if p.is_file()), key=lambda p: p.stat().st_mtime)
+    for old in files[:-keep]:
+        old.unlink(missing_ok=True)
+
+
 def remove_tree(path: Path) -> None:
     """Remove a directory tree, refusing to follow into anything still mounted below it."""
     if not path.exists():

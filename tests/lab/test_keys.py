@@ -83,3 +83,15 @@ def test_the_domu_kernel_is_unpacked_from_an_xz_bzimage() -> None:
         b"MZ setup code" + lzma.compress(b"not the kernel") + b"pad" + lzma.compress(elf) + b"tail"
     )
     assert unpack_kernel(fake_bzimage) == elf
+
+
+def test_old_logs_are_pruned(tmp_path: Path) -> None:
+    import os
+
+    from lab.builder.cache import prune_logs
+
+    for i in range(5):
+        (tmp_path / f"serial-{i}.log").write_text("x")
+        os.utime(tmp_path / f"serial-{i}.log", (1000 + i, 1000 + i))
+    prune_logs(tmp_path, keep=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["serial-3.log", "serial-4.log"]
