@@ -25,9 +25,11 @@ from metadata_server.dns.service import DnsService
 from metadata_server.documents import DocumentOptions
 from metadata_server.errors import ConfigError
 from metadata_server.fallback.service import IsoFallback
+from metadata_server.guard.service import BridgeGuard
 from metadata_server.http.admin import make_admin_app
 from metadata_server.http.cloud import add_routes as add_cloud_routes
 from metadata_server.http.connections import ConnectionCounter, ConnectionLimits, GuardedTCPSite
+from metadata_server.http.guard import GUARD, GUARD_OFF, OFF_WARNING
 from metadata_server.http.guest import GuestAccess, SessionTokens, make_guest_app
 from metadata_server.http.iso import PROVISIONER
 from metadata_server.http.keys import (
@@ -94,6 +96,26 @@ def _bound(site: web.BaseSite, listen: ListenAddress) -> BoundAddress:
     return BoundAddress(host, port)
 
 
+def _dom0_addresses(settings: Settings) -> set[str]:
+    """Addresses only Dom0 may claim on the bridge: the metadata address, the subnets'
+    gateways and the DNS responder's (the bridge's own are added by the guard)."""
+    addresses = {METADATA_ADDRESS}
+    addresses.update(str(subnet.gateway) for subnet in settings.dhcp.subnets)
+    if settings.dns is not None:
+        addresses.update(host for host, _ in settings.dns.listen)
+    return addresses
+
+
+def _on_xen(settings: Settings) -> bool:
+    """Whether vifs can be read from xenstore: a Xen Dom0, or a configured xenstored."""
+    if settings.iso.xen.xenstored_path is not None:
+        return True
+    try:
+        return "control_d" in Path("/proc/xen/capabilities").read_text()
+    except OSError:
+        return False
+
+
 class MetadataService:
     """Everything `metadata-server serve` runs, as one object with start() and stop()."""
 
@@ -127,6 +149,7 @@ class MetadataService:
         self.dhcp: DhcpService | None = None
         self.dns: DnsService | None = None
         self.iso: IsoFallback | None = None
+        self.guard: BridgeGuard | None = None
         self.guest_addresses: list[BoundAddress] = []
         self.admin_address: BoundAddress | None = None
 
@@ -221,6 +244,21 @@ class MetadataService:
                 )
             except BridgeAddressError as exc:
                 raise ConfigError(f"bridge: {exc}") from None
+            if settings.guard.enabled:
+                self.guard = BridgeGuard(
+                    settings.guard,
+                    settings.bridge,
+                    self.snapshot,
+                    self.store,
+                    dom0_addresses=_dom0_addresses(settings),
+                    xen=self.iso.xen if _on_xen(settings) else None,
+                    clock=self._clock,
+                )
+                await self.guard.start()
+                admin_app[GUARD] = self.guard
+            else:
+                log.warning("guard.enabled is false: %s", OFF_WARNING)
+                admin_app[GUARD_OFF] = "guard.enabled is false"
 
         guest = settings.guest
         guest_runner = web.AppRunner(
@@ -277,6 +315,9 @@ class MetadataService:
         return BoundAddress(host, self.admin_address.port).url
 
     async def stop(self) -> None:
+        if self.guard is not None:
+            await self.guard.stop()  # removes its table
+            self.guard = None
         if self.iso is not None:
             await self.iso.stop()  # cuts running flows short; each removes its ISO and keys
             self.iso = None

@@ -19,6 +19,7 @@ from metadata_server.dhcp.render import Subnet
 from metadata_server.dns.settings import DnsSettings, parse_endpoint
 from metadata_server.errors import ConfigError, InvalidInput
 from metadata_server.fallback.settings import IsoSettings, iso_settings
+from metadata_server.guard.settings import GuardSettings, guard_settings
 from metadata_server.identity import VERIFY_MODES
 from metadata_server.model import parse_domain
 from metadata_server.store.dsn import is_postgres_url
@@ -32,7 +33,7 @@ SYSTEM_DB = "/var/lib/metadata-server/registry.db"
 @dataclass(frozen=True)
 class Setting:
     path: str  # "section.key" or "key"
-    kind: str  # str | int | float | bool | list | choice | tables
+    kind: str  # str | int | float | bool | list | choice | tables | mapping
     default: Any
     help: str
     choices: tuple[str, ...] = ()
@@ -77,6 +78,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ec2.availability_zone", "str", "local-1a", "EC2 placement/availability-zone"),
     Setting("host_name", "str", None, "this Dom0's name: serve and DHCP only its own guests"),
     Setting("bridge", "str", None, "Dom0 bridge: the metadata address is put on it"),
+    Setting("guard.enabled", "bool", True, "guard the bridge (nftables) whenever bridge is set"),
+    Setting("guard.guest_ports", "list", ["vif*"], "bridge ports that face guests (patterns)"),
+    Setting("guard.ports", "mapping", {}, "bridge port → the MAC it carries (off Xen)"),
     Setting(
         "dhcp.daemon",
         "choice",
@@ -267,6 +271,7 @@ class Settings:
     ec2: Ec2Settings
     dhcp: DhcpSettings
     bridge: str | None
+    guard: GuardSettings
     dns: DnsSettings | None
     host_name: str | None
     iso: IsoSettings
@@ -304,6 +309,18 @@ def _coerce(setting: Setting, value: Any, source: str) -> Any:
         if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
             raise ConfigError(f"{where} must be {shape}")
         return value
+    if setting.kind == "mapping":
+        shape = f"a table of strings ([{setting.path}] in TOML, a JSON object in the environment)"
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise ConfigError(f"{where} must be {shape}") from None
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            raise ConfigError(f"{where} must be {shape}")
+        return dict(value)
     if setting.kind == "float":
         if isinstance(value, str):
             try:
@@ -505,6 +522,7 @@ def build_settings(
         ),
         dhcp=dhcp,
         bridge=raw["bridge"],
+        guard=guard_settings(raw),
         dns=dns,
         host_name=host_name,
         iso=iso_settings(raw, db_dir),

@@ -21,7 +21,7 @@ from typing import Any
 
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl import RTMGRP_NEIGH
+from pyroute2.netlink.rtnl import RTMGRP_LINK, RTMGRP_NEIGH
 
 log = logging.getLogger(__name__)
 
@@ -198,3 +198,68 @@ async def remove_address(ifname: str, address: str, prefixlen: int) -> None:
             log.warning("could not remove %s/%s from %s: %s", address, prefixlen, ifname, exc)
     finally:
         ipr.close()
+
+
+class BridgePorts:
+    """The ports of one bridge, and a signal whenever any link changes (a guest's vif
+    comes or goes), so the bridge guard can look again at once."""
+
+    def __init__(self, bridge: str) -> None:
+        self.bridge = bridge
+        self._ipr: Any = None
+        self._watch_ipr: Any = None
+        self._watch: asyncio.Task[None] | None = None
+        self.changed = asyncio.Event()
+
+    async def start(self) -> None:
+        self._ipr = AsyncIPRoute()
+        await self._ipr.setup_endpoint()
+        self._watch_ipr = AsyncIPRoute()
+        await self._watch_ipr.bind(groups=RTMGRP_LINK)
+        self._watch = asyncio.create_task(self._follow(), name="bridge-port-watch")
+
+    async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
+        for ipr in (self._watch_ipr, self._ipr):
+            if ipr is not None:
+                ipr.close()
+        self._ipr = self._watch_ipr = None
+
+    async def _follow(self) -> None:
+        assert self._watch_ipr is not None
+        while True:
+            try:
+                async for _ in self._watch_ipr.get():
+                    self.changed.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reading link events failed; going on")
+                await asyncio.sleep(0.1)
+
+    async def addresses(self) -> list[str]:
+        """The bridge's own IPv4 addresses (Dom0's on it)."""
+        if self._ipr is None:
+            raise RuntimeError("netlink is not started")
+        index = await _ifindex(self._ipr, self.bridge)
+        found: list[str] = []
+        async for entry in await self._ipr.addr("dump", index=index, family=2):
+            address = entry.get("address")
+            if address:
+                found.append(str(address))
+        return found
+
+    async def ports(self) -> list[str]:
+        """Names of the links enslaved to the bridge; BridgeAddressError without it."""
+        if self._ipr is None:
+            raise RuntimeError("netlink is not started")
+        index = await _ifindex(self._ipr, self.bridge)
+        names: list[str] = []
+        async for link in await self._ipr.link("dump"):
+            if link.get("master") == index and link.get("ifname"):
+                names.append(str(link.get("ifname")))
+        return sorted(names)

@@ -65,6 +65,10 @@ class GuestSnapshot:
             else:
                 self._put(change.vm)
 
+    def reservations(self) -> list[tuple[str, str]]:
+        """(MAC, reserved IPv4 address) of every guest served here."""
+        return list(self._address_of_mac.items())
+
     def by_address(self, address: str) -> GuestDocument | None:
         return self._by_address.get(address)
 

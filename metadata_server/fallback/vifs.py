@@ -27,3 +27,18 @@ async def domains_by_mac(xen: XenHost) -> dict[str, set[int]]:
         if _MAC_RE.match(mac):
             found.setdefault(mac, set()).add(int(match.group(1)))
     return found
+
+
+async def vif_ports(xen: XenHost) -> dict[str, str]:
+    """Dom0's bridge port of each vif (`vif<domid>.<devid>`, the name the hotplug script
+    gives it) → the MAC its backend carries. Raises XenError when xenstore cannot be read."""
+    values = await xen.xenstore.list_values(VIF_BACKENDS)
+    ports: dict[str, str] = {}
+    for path, value in (values or {}).items():
+        match = _VIF_MAC_RE.match(path)
+        if match is None or value is None:
+            continue
+        mac = value.strip().lower().replace("-", ":")
+        if _MAC_RE.match(mac):
+            ports[f"vif{match.group(1)}.{match.group(2)}"] = mac
+    return ports

@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from aiohttp import web
 
 from metadata_server.errors import InvalidInput, NotFound
+from metadata_server.http.guard import add_routes as add_guard_routes
+from metadata_server.http.guard import guard_summary
 from metadata_server.http.iso import add_routes as add_iso_routes
 from metadata_server.http.keys import DHCP, REGISTRY, SETTINGS, SNAPSHOT
 from metadata_server.http.middleware import (
@@ -61,11 +63,14 @@ async def healthz(request: web.Request) -> web.Response:
     """200 while guests are served, even from memory during a registry outage
     (`degraded`, with the store's report)."""
     health = health_of(request.app[REGISTRY].store)
+    guard = guard_summary(request.app)
+    healthy = health.healthy and guard.get("ok") is not False
     return web.json_response(
         {
-            "status": "ok" if health.healthy else "degraded",
+            "status": "ok" if healthy else "degraded",
             "guests": len(request.app[SNAPSHOT]),
             "store": health.to_json(),
+            "guard": guard,
         }
     )
 
@@ -263,6 +268,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/dhcp/status", dhcp_status)
     app.router.add_post("/api/v1/vms/{mac}/lease", report_lease)
     add_iso_routes(app)
+    add_guard_routes(app)
 
 
 def make_admin_app(token: str) -> web.Application:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from metadata_server import __version__
+from metadata_server.http.guard import OPENAPI_PATHS as GUARD_PATHS
 from metadata_server.http.iso import OPENAPI_PATHS as ISO_PATHS
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -362,5 +363,6 @@ def openapi_document() -> dict[str, Any]:
                 }
             },
             **ISO_PATHS,
+            **GUARD_PATHS,
         },
     }

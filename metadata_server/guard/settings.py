@@ -1,0 +1,49 @@
+"""What the bridge guard is told (the `guard.*` settings): on or off, which bridge ports
+face guests, and which MAC each port carries where Xen cannot tell.
+
+`guard_settings(values)` turns the merged `guard.*` values (config.py's raw settings,
+keyed by setting path) into `GuardSettings`, or raises ConfigError naming the setting.
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from metadata_server.errors import ConfigError, InvalidInput
+from metadata_server.model import parse_mac
+
+# Interface names: 1-15 of what `ip link` accepts, without '/' or space; `*` for patterns.
+_PORT_RE = re.compile(r"[A-Za-z0-9_.:@-]{1,15}")
+_PATTERN_RE = re.compile(r"[A-Za-z0-9_.:@*-]{1,15}")
+
+
+@dataclass(frozen=True)
+class GuardSettings:
+    enabled: bool = True
+    guest_ports: tuple[str, ...] = ("vif*",)  # bridge ports that face guests
+    ports: Mapping[str, str] = field(default_factory=dict)  # port → MAC, where not on Xen
+    refresh: float = 5.0  # seconds between looks at ports and vifs without an event
+    debounce: float = 0.1  # quiet time before the sets are replaced
+
+
+def guard_settings(values: Mapping[str, Any]) -> GuardSettings:
+    patterns = tuple(values["guard.guest_ports"])
+    for pattern in patterns:
+        if not _PATTERN_RE.fullmatch(pattern):
+            raise ConfigError(
+                f"guard.guest_ports: {pattern!r} is not an interface name pattern "
+                "(1-15 letters, digits, '_.:@-', and '*')"
+            )
+    ports: dict[str, str] = {}
+    for port, mac in values["guard.ports"].items():
+        if not _PORT_RE.fullmatch(port):
+            raise ConfigError(f"guard.ports: {port!r} is not an interface name")
+        try:
+            ports[port] = parse_mac(mac, f"guard.ports.{port}")
+        except InvalidInput as exc:
+            raise ConfigError(f"guard.ports: {exc.detail}") from None
+    return GuardSettings(enabled=values["guard.enabled"], guest_ports=patterns, ports=ports)
