@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from metadata_server.dhcp.render import Subnet
+from metadata_server.digits import ascii_decimal, ascii_int
 from metadata_server.dns.settings import DnsSettings, parse_endpoint
 from metadata_server.errors import ConfigError, InvalidInput
 from metadata_server.fallback.settings import IsoSettings, iso_settings
@@ -147,14 +149,15 @@ def parse_listen(text: str, name: str) -> ListenAddress:
         return ListenAddress(host=None, port=None, unix_path=path)
     host, sep, port_text = text.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
-    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    port = ascii_int(port_text)
+    if not sep or not host or port is None or not 0 <= port <= 65535:
         raise ConfigError(f"{name}: expected HOST:PORT or unix:/path, not {text!r}")
     try:
         ipaddress.ip_address(host)
     except ValueError:
         if host != "localhost":
             raise ConfigError(f"{name}: {host!r} is not an IP address") from None
-    return ListenAddress(host=host, port=int(port_text))
+    return ListenAddress(host=host, port=port)
 
 
 @dataclass(frozen=True)
@@ -277,8 +280,9 @@ def _coerce(setting: Setting, value: Any, source: str) -> Any:
             raise ConfigError(f"{where} must be one of {', '.join(setting.choices)}, not {value!r}")
         return value
     if setting.kind == "int":
-        if isinstance(value, str) and value.strip().isdigit():
-            value = int(value)
+        if isinstance(value, str):
+            number = ascii_int(value.strip())
+            value = value if number is None else number
         if type(value) is not int:
             raise ConfigError(f"{where} must be an integer")
         if setting.minimum is not None and value < setting.minimum:
@@ -296,11 +300,12 @@ def _coerce(setting: Setting, value: Any, source: str) -> Any:
         return value
     if setting.kind == "float":
         if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                raise ConfigError(f"{where} must be a number") from None
-        if type(value) not in (int, float) or value < 0:
+            decimal = ascii_decimal(value.strip())
+            if decimal is None:
+                raise ConfigError(f"{where} must be a number (digits, optionally a fraction)")
+            value = decimal
+        # TOML spells nan and inf natively; neither is a number of seconds or a rate.
+        if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
             raise ConfigError(f"{where} must be a number, at least 0")
         return float(value)
     if setting.kind == "bool":
