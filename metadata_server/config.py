@@ -67,6 +67,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("guest.rate_limit", "float", 20.0, "requests per second per guest (0: no limit)"),
     Setting("guest.rate_burst", "int", 200, "requests a guest may make at once", minimum=1),
+    Setting(
+        "guest.allow_loopback",
+        "bool",
+        False,
+        "accept guests on 127.0.0.0/8, for trying the server on one machine (--demo sets it)",
+    ),
     Setting("ec2.tokens", "choice", "optional", "IMDSv2 tokens", choices=("optional", "required")),
     Setting("ec2.token_hop_limit", "int", 1, "IP TTL of the token reply", minimum=1),
     Setting("ec2.instance_type", "str", "xen.guest", "EC2 instance-type of every guest"),
@@ -168,6 +174,7 @@ class GuestSettings:
     serve_secrets_once: bool
     rate_limit: float
     rate_burst: int
+    allow_loopback: bool = False
 
 
 @dataclass(frozen=True)
@@ -194,6 +201,19 @@ class DhcpSettings:
 
 
 SUBNET_KEYS = frozenset({"cidr", "gateway", "bridge", "dns", "domain", "lease_time"})
+
+
+def _is_interface_name(name: object) -> bool:
+    """What Linux takes as a link name (1-15 bytes, no '/', ':' or whitespace), narrowed
+    to printable ASCII: the name is written into the DHCP daemons' files."""
+    return (
+        isinstance(name, str)
+        and 0 < len(name) <= 15
+        and name.isascii()
+        and name.isprintable()
+        and name not in (".", "..")
+        and not any(c in name for c in " /:")
+    )
 
 
 def parse_subnets(tables: list[dict[str, Any]], default_domain: str | None) -> tuple[Subnet, ...]:
@@ -230,7 +250,7 @@ def parse_subnets(tables: list[dict[str, Any]], default_domain: str | None) -> t
         if type(lease_time) is not int or not 60 <= lease_time <= 86400 * 365:
             raise ConfigError(f"{where}.lease_time must be seconds, from 60 to a year")
         bridge = table.get("bridge")
-        if bridge is not None and (not isinstance(bridge, str) or not 0 < len(bridge) <= 15):
+        if bridge is not None and not _is_interface_name(bridge):
             raise ConfigError(f"{where}.bridge must be an interface name")
         for other in subnets:
             if other.cidr.overlaps(cidr):
@@ -394,6 +414,7 @@ def build_settings(
         raw["db"] = DEMO_DB
         raw["guest.listen"] = [DEMO_GUEST_LISTEN]
         raw["public_url"] = f"http://{DEMO_GUEST_LISTEN}"
+        raw["guest.allow_loopback"] = True  # the demo guest is whoever calls from 127.0.0.1
     if config_file is not None:
         raw.update(read_config_file(config_file))
     raw.update(read_environment(env))
@@ -424,6 +445,12 @@ def build_settings(
     public_url = raw["public_url"]
     if not public_url.startswith(("http://", "https://")):
         raise ConfigError(f"public_url must start with http:// or https://, not {public_url!r}")
+    # It is written into the guests' config.txt lines and quoted in the DHCP files.
+    if not public_url.isprintable() or any(c in public_url for c in ' "\\'):
+        raise ConfigError(
+            "public_url must be a URL without spaces, quotes or control characters, "
+            f"not {public_url!r}"
+        )
     if is_postgres_url(raw["db"]):  # never derive a path from a URL (it may hold a password)
         db_dir = Path(DEMO_DB).parent if demo else Path(SYSTEM_DB).parent
     else:
@@ -487,6 +514,7 @@ def build_settings(
             serve_secrets_once=raw["guest.serve_secrets_once"],
             rate_limit=raw["guest.rate_limit"],
             rate_burst=raw["guest.rate_burst"],
+            allow_loopback=raw["guest.allow_loopback"],
         ),
         dhcp=dhcp,
         bridge=raw["bridge"],
