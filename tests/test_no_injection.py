@@ -1,13 +1,13 @@
 """No value the validators accept can start a new line or a new directive in any output.
 
 Property-based: hypothesis draws guests whose every string field (host name, domain,
-host, SSH key comments, metadata keys and values, user-data) and the settings that reach
-the same files (`public_url`, a subnet's `bridge`) come from a wide alphabet biased to
-line breaks, quotes and separators; whatever the validators take goes through every
-format a guest or a daemon reads: `/v1/config` and `/v1/config.txt`, the DHCP files of
-dnsmasq, Kea and ISC dhcpd, the DNS zone and its wire names, the NoCloud and OpenStack
-documents, the EC2 tree and its listings. Each format is then read back the way its
-consumer reads it, and must hold exactly the records and values that went in.
+host, password hash, SSH key comments, metadata keys and values, user-data), and the
+settings that reach the same files (`public_url`, a subnet's `bridge`), come from a wide
+alphabet biased to line breaks, quotes and separators; whatever the validators take goes
+through every format a guest or a daemon reads: `/v1/config` and `/v1/config.txt`, the
+DHCP files of dnsmasq, Kea and ISC dhcpd, the DNS zone and its wire names, the NoCloud
+and OpenStack documents, the EC2 tree and its listings. Each format is then read back
+the way its consumer reads it, and must hold exactly the records and values that went in.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from metadata_server.model import (
     parse_domain,
     parse_hostname,
     parse_metadata,
+    parse_password_hash,
     parse_ssh_key,
     parse_user_data,
     parse_vm,
@@ -101,6 +102,9 @@ metadata = st.dictionaries(metadata_keys, near(plain), max_size=4).map(
     lambda items: {k: v for k, v in items.items() if _metadata_ok(k, v)}
 )
 user_data = st.one_of(st.none(), taken(parse_user_data, nasty_text, "#!/bin/sh\n"))
+password_hashes = taken(
+    parse_password_hash, near(st.sampled_from([SAMPLE_HASH, "!", "*", "!" + SAMPLE_HASH])), "!"
+)
 
 
 def _metadata_ok(key: str, value: str) -> bool:
@@ -128,7 +132,7 @@ def guests(draw: st.DrawFn, count: int) -> list[VM]:
             "host": draw(st.one_of(st.none(), domains)),
             "ipv4": {"address": f"198.18.0.{n + 10}", "prefix": 24, "gateway": "198.18.0.1"},
             "dns": ["198.18.0.1"],
-            "password_hash": draw(st.sampled_from([SAMPLE_HASH, "!"])),
+            "password_hash": draw(password_hashes),
             "ssh_keys": [draw(comments)] * draw(st.integers(0, 2)),
             "metadata": draw(metadata),
             "user_data": draw(user_data),
