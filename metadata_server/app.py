@@ -20,7 +20,7 @@ from aiohttp import web
 from metadata_server.admin_token import ensure_server_token
 from metadata_server.cloud.options import CloudOptions
 from metadata_server.config import ListenAddress, Settings
-from metadata_server.dhcp.service import METADATA_ADDRESS, DhcpService
+from metadata_server.dhcp.service import METADATA_ADDRESS, DhcpService, dhcp_networks
 from metadata_server.dns.service import DnsService
 from metadata_server.documents import DocumentOptions
 from metadata_server.errors import ConfigError
@@ -44,6 +44,7 @@ from metadata_server.http.keys import (
     TOKEN_SECRET,
 )
 from metadata_server.identity import IdentityPolicy, IdentityResolver, NeighbourLookup
+from metadata_server.model import AddressRules
 from metadata_server.netlink import (
     BridgeAddressError,
     NetlinkNeighbours,
@@ -170,6 +171,11 @@ class MetadataService:
             random_bytes=self._random_bytes,
             password_rounds=settings.password_rounds,
             default_domain=settings.domain,
+            address_rules=AddressRules(
+                allow_loopback=settings.guest.allow_loopback,
+                networks=dhcp_networks(settings),
+                host=settings.host_name,
+            ),
         )
         # Hold changes that arrive while the list is read (another server's, through
         # PostgreSQL), then apply them after it: whole records, so the last one wins.

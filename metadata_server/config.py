@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from metadata_server.dhcp.render import Subnet
+from metadata_server.digits import ascii_decimal, ascii_int
 from metadata_server.dns.settings import DnsSettings, parse_endpoint
 from metadata_server.errors import ConfigError, InvalidInput
 from metadata_server.fallback.settings import IsoSettings, iso_settings
@@ -72,6 +74,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("guest.idle_timeout", "float", 15.0, "seconds an idle keep-alive connection stays"),
     Setting("guest.max_header_bytes", "int", 16384, "largest request head in bytes", minimum=1024),
+    Setting(
+        "guest.allow_loopback",
+        "bool",
+        False,
+        "accept guests on 127.0.0.0/8, for trying the server on one machine (--demo sets it)",
+    ),
     Setting("ec2.tokens", "choice", "optional", "IMDSv2 tokens", choices=("optional", "required")),
     Setting("ec2.token_hop_limit", "int", 1, "IP TTL of the token reply", minimum=1),
     Setting("ec2.instance_type", "str", "xen.guest", "EC2 instance-type of every guest"),
@@ -157,14 +165,15 @@ def parse_listen(text: str, name: str) -> ListenAddress:
         return ListenAddress(host=None, port=None, unix_path=path)
     host, sep, port_text = text.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
-    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    port = ascii_int(port_text)
+    if not sep or not host or port is None or not 0 <= port <= 65535:
         raise ConfigError(f"{name}: expected HOST:PORT or unix:/path, not {text!r}")
     try:
         ipaddress.ip_address(host)
     except ValueError:
         if host != "localhost":
             raise ConfigError(f"{name}: {host!r} is not an IP address") from None
-    return ListenAddress(host=host, port=int(port_text))
+    return ListenAddress(host=host, port=port)
 
 
 @dataclass(frozen=True)
@@ -179,6 +188,7 @@ class GuestSettings:
     request_timeout: float
     idle_timeout: float
     max_header_bytes: int
+    allow_loopback: bool
 
 
 @dataclass(frozen=True)
@@ -205,6 +215,19 @@ class DhcpSettings:
 
 
 SUBNET_KEYS = frozenset({"cidr", "gateway", "bridge", "dns", "domain", "lease_time"})
+
+
+def _is_interface_name(name: object) -> bool:
+    """What Linux takes as a link name (1-15 bytes, no '/', ':' or whitespace), narrowed
+    to printable ASCII: the name is written into the DHCP daemons' files."""
+    return (
+        isinstance(name, str)
+        and 0 < len(name) <= 15
+        and name.isascii()
+        and name.isprintable()
+        and name not in (".", "..")
+        and not any(c in name for c in " /:")
+    )
 
 
 def parse_subnets(tables: list[dict[str, Any]], default_domain: str | None) -> tuple[Subnet, ...]:
@@ -241,7 +264,7 @@ def parse_subnets(tables: list[dict[str, Any]], default_domain: str | None) -> t
         if type(lease_time) is not int or not 60 <= lease_time <= 86400 * 365:
             raise ConfigError(f"{where}.lease_time must be seconds, from 60 to a year")
         bridge = table.get("bridge")
-        if bridge is not None and (not isinstance(bridge, str) or not 0 < len(bridge) <= 15):
+        if bridge is not None and not _is_interface_name(bridge):
             raise ConfigError(f"{where}.bridge must be an interface name")
         for other in subnets:
             if other.cidr.overlaps(cidr):
@@ -292,8 +315,9 @@ def _coerce(setting: Setting, value: Any, source: str) -> Any:
             raise ConfigError(f"{where} must be one of {', '.join(setting.choices)}, not {value!r}")
         return value
     if setting.kind == "int":
-        if isinstance(value, str) and value.strip().isdigit():
-            value = int(value)
+        if isinstance(value, str):
+            number = ascii_int(value.strip())
+            value = value if number is None else number
         if type(value) is not int:
             raise ConfigError(f"{where} must be an integer")
         if setting.minimum is not None and value < setting.minimum:
@@ -323,11 +347,12 @@ def _coerce(setting: Setting, value: Any, source: str) -> Any:
         return dict(value)
     if setting.kind == "float":
         if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                raise ConfigError(f"{where} must be a number") from None
-        if type(value) not in (int, float) or value < 0:
+            decimal = ascii_decimal(value.strip())
+            if decimal is None:
+                raise ConfigError(f"{where} must be a number (digits, optionally a fraction)")
+            value = decimal
+        # TOML spells nan and inf natively; neither is a number of seconds or a rate.
+        if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
             raise ConfigError(f"{where} must be a number, at least 0")
         return float(value)
     if setting.kind == "bool":
@@ -422,6 +447,7 @@ def build_settings(
         raw["db"] = DEMO_DB
         raw["guest.listen"] = [DEMO_GUEST_LISTEN]
         raw["public_url"] = f"http://{DEMO_GUEST_LISTEN}"
+        raw["guest.allow_loopback"] = True  # the demo guest is whoever calls from 127.0.0.1
     if config_file is not None:
         raw.update(read_config_file(config_file))
     raw.update(read_environment(env))
@@ -452,6 +478,12 @@ def build_settings(
     public_url = raw["public_url"]
     if not public_url.startswith(("http://", "https://")):
         raise ConfigError(f"public_url must start with http:// or https://, not {public_url!r}")
+    # It is written into the guests' config.txt lines and quoted in the DHCP files.
+    if not public_url.isprintable() or any(c in public_url for c in ' "\\'):
+        raise ConfigError(
+            "public_url must be a URL without spaces, quotes or control characters, "
+            f"not {public_url!r}"
+        )
     if is_postgres_url(raw["db"]):  # never derive a path from a URL (it may hold a password)
         db_dir = Path(DEMO_DB).parent if demo else Path(SYSTEM_DB).parent
     else:
@@ -519,6 +551,7 @@ def build_settings(
             request_timeout=_positive(raw["guest.request_timeout"], "guest.request_timeout"),
             idle_timeout=_positive(raw["guest.idle_timeout"], "guest.idle_timeout"),
             max_header_bytes=raw["guest.max_header_bytes"],
+            allow_loopback=raw["guest.allow_loopback"],
         ),
         dhcp=dhcp,
         bridge=raw["bridge"],

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from metadata_server.model import VM, State
+from metadata_server.model import VM, State, has_forbidden_characters
 
 TEXT_FORMAT_VERSION = 1
 
@@ -123,8 +123,10 @@ def config_text(view: GuestView) -> str:
     """`/v1/config.txt`: `key value` lines, lists as repeated keys, `end` last.
 
     Every value is a single line of printable text that the model already validated;
-    none needs quoting or evaluation. The final `end` line lets a reader tell a whole
-    document from a cut one.
+    none needs quoting or evaluation. A record stored before a check existed may still
+    hold a control character or line separator: such a line is left out, never split
+    into two (a guest missing a line it needs refuses the document and says why). The
+    final `end` line lets a reader tell a whole document from a cut one.
     """
     lines = [
         f"format {TEXT_FORMAT_VERSION}",
@@ -145,6 +147,7 @@ def config_text(view: GuestView) -> str:
     if view.user_data is not None:
         lines.append(f"user_data_url {view.user_data_url}")
     lines.append(f"status_url {view.status_url}")
+    lines = [line for line in lines if not has_forbidden_characters(line)]
     lines.append("end")
     return "\n".join(lines) + "\n"
 

@@ -24,7 +24,9 @@ from metadata_server.errors import (
     Unavailable,
 )
 from metadata_server.model import (
+    STRICT_ADDRESSES,
     VM,
+    AddressRules,
     State,
     VMInput,
     VMSpec,
@@ -64,8 +66,12 @@ class Registry:
         random_bytes: Callable[[int], bytes],
         password_rounds: int = DEFAULT_ROUNDS,
         default_domain: str | None = None,
+        address_rules: AddressRules = STRICT_ADDRESSES,
     ) -> None:
         self.store = store
+        # Which guest addresses this server takes (loopback, its DHCP subnets): a value
+        # from the settings, so every door (PUT, PATCH, import) applies the same rules.
+        self.address_rules = address_rules
         self._default_domain = default_domain
         self._clock = clock
         self._random = random_bytes
@@ -138,7 +144,7 @@ class Registry:
         return await self.store.list(state=wanted, host=host)
 
     async def put(self, mac: str, body: object) -> PutResult:
-        parsed = parse_vm(body, mac=mac)
+        parsed = parse_vm(body, mac=mac, rules=self.address_rules)
         async with self._lock:
             previous = await self.store.get(parsed.spec.mac)
             spec, generated = await self._secure(parsed, previous)
@@ -154,7 +160,7 @@ class Registry:
         async with self._lock:
             previous = await self.get(mac)
             merged = merge_patch(spec_to_json(previous.spec, secrets=True), body)
-            parsed = parse_vm(merged, mac=previous.mac)
+            parsed = parse_vm(merged, mac=previous.mac, rules=self.address_rules)
             spec, _ = await self._secure(parsed, previous)
             vm = replace(previous, spec=spec, updated_at=self._clock())
             await self.store.replace(vm)
@@ -171,7 +177,7 @@ class Registry:
         errors: list[RowError] = []
         for index, row in enumerate(rows):
             try:
-                parsed.append(parse_vm(row))
+                parsed.append(parse_vm(row, rules=self.address_rules))
             except MetadataError as exc:
                 errors.append(RowError(index, exc.field, exc.detail))
         if errors:

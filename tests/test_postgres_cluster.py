@@ -53,7 +53,7 @@ def cluster(
         "--verify-neighbour",
         "never",
     ]
-    env = {"METADATA_SERVER_ADMIN_TOKEN": ADMIN_TOKEN}
+    env = {"METADATA_SERVER_ADMIN_TOKEN": ADMIN_TOKEN, "METADATA_SERVER_GUEST_ALLOW_LOOPBACK": "1"}
     # B first: the database's owner creates the schema.
     b_url = postgres_server.url(database)
     with server_process(["--db", b_url, *common], logs / "b.log", env=env) as b:

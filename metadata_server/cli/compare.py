@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from metadata_server.digits import ascii_decimal, ascii_int
+
 DESCRIPTION = (
     "Boot simulated guests by the network pull and by the ISO method, side by side, and "
     "write DIR/report.md with charts (PNG) and the raw data (JSON, CSV)."
@@ -30,10 +32,9 @@ EPILOG = (
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    value = ascii_int(text.strip())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
     if value < 1:
         raise argparse.ArgumentTypeError("must be 1 or more")
     return value
@@ -55,10 +56,9 @@ def _methods(text: str) -> tuple[str, ...]:
 
 
 def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    value = ascii_decimal(text.strip())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds")
     if not value > 0:
         raise argparse.ArgumentTypeError("must be more than 0")
     return value

@@ -18,6 +18,7 @@ from metadata_server.admin_token import load_client_token
 from metadata_server.cli.client import AdminClient, CommandError, Reply
 from metadata_server.cli.tables import table
 from metadata_server.config import Settings
+from metadata_server.digits import ascii_int, number
 
 
 def add_parsers(commands: Any, add_common: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -64,7 +65,7 @@ def add_parsers(commands: Any, add_common: Callable[[argparse.ArgumentParser], N
 
     p = new("status", "a guest's state; --wait long-polls for a change", _status)
     p.add_argument("mac")
-    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS")
+    p.add_argument("--wait", type=number, default=0.0, metavar="SECONDS")
 
 
 def run_admin_command(
@@ -137,12 +138,13 @@ def _read_file(path: Path, what: str) -> str:
 
 
 async def _add(client: AdminClient, args: argparse.Namespace) -> str:
-    address, _, prefix = args.ip.partition("/")
-    if not prefix.isdigit():
+    address, _, prefix_text = args.ip.partition("/")
+    prefix = ascii_int(prefix_text, max_digits=2)
+    if prefix is None:
         raise CommandError(f"--ip must be ADDRESS/PREFIX, like 198.18.0.10/24, not {args.ip!r}")
     body: dict[str, Any] = {
         "hostname": args.hostname,
-        "ipv4": {"address": address, "prefix": int(prefix), "gateway": args.gateway},
+        "ipv4": {"address": address, "prefix": prefix, "gateway": args.gateway},
         "dns": args.dns,
         "ssh_keys": list(args.ssh_key),
     }

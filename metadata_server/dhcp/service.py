@@ -19,6 +19,7 @@ from metadata_server.dhcp.render import DhcpPlan, Subnet
 from metadata_server.dhcp.sync import DhcpStatus, DhcpSync
 from metadata_server.dhcp.templates import template_environment
 from metadata_server.errors import ConfigError
+from metadata_server.model import GuestNetwork
 from metadata_server.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,14 @@ def guest_dns_servers(settings: Settings, subnet: Subnet) -> tuple[str, ...]:
         and (ipaddress.IPv4Address(host) in subnet.cidr or host == METADATA_ADDRESS)
     ]
     return tuple(ours) or subnet.dns
+
+
+def dhcp_networks(settings: Settings) -> tuple[GuestNetwork, ...]:
+    """The networks a guest must be on when this server writes DHCP reservations: a
+    guest outside them could not be rendered, so it is refused when registered."""
+    if settings.dhcp.daemon == "none":
+        return ()
+    return tuple(GuestNetwork(subnet.cidr, subnet.gateway) for subnet in settings.dhcp.subnets)
 
 
 def dhcp_plan(settings: Settings, *, lease_hook: Path | None = None) -> DhcpPlan:

@@ -52,7 +52,7 @@ def parse_layout(value: object) -> Layout:
 
 
 def check_nonce(nonce: str) -> None:
-    if not isinstance(nonce, str) or not _NONCE_RE.match(nonce):
+    if not isinstance(nonce, str) or not _NONCE_RE.fullmatch(nonce):
         raise InvalidInput("the nonce must be 32 lowercase hex digits", field="nonce")
 
 

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 SUFFIX = ".iso"
 PARTIAL = ".part"
-_NAME_RE = re.compile(r"^(\d{1,5})-([0-9a-f]{2}(?:-[0-9a-f]{2}){5})\.iso(\.part)?$")
+_NAME_RE = re.compile(r"^([0-9]{1,5})-([0-9a-f]{2}(?:-[0-9a-f]{2}){5})\.iso(\.part)?$")
 
 
 class IsoStoreError(Unavailable):
@@ -104,7 +104,7 @@ class IsoDirectory:
 
     def remove(self, path: Path) -> None:
         """Remove one ISO (or its partial file); a missing file is fine."""
-        if not _NAME_RE.match(path.name) or path.parent != self.path:
+        if not _NAME_RE.fullmatch(path.name) or path.parent != self.path:
             raise ValueError(f"{path} is not an ISO of this directory")
         for candidate in (path, path.with_name(path.name + PARTIAL)):
             try:
@@ -126,7 +126,7 @@ class IsoDirectory:
             raise IsoStoreError(detail) from None
         found = []
         for name in names:
-            match = _NAME_RE.match(name)
+            match = _NAME_RE.fullmatch(name)
             if match:
                 found.append(
                     IsoFile(

@@ -92,13 +92,13 @@ def iso_name(name: str, *, directory: bool) -> str:
 
 
 def _check(files: Mapping[str, bytes], label: str) -> list[tuple[str, ...]]:
-    if not 0 < len(label) <= MAX_LABEL or not _LABEL_RE.match(label):
+    if not 0 < len(label) <= MAX_LABEL or not _LABEL_RE.fullmatch(label):
         raise ValueError(f"{label!r} is not a volume label (1-{MAX_LABEL} of A-Z a-z 0-9 _ -)")
     paths = []
     for path in files:
         parts = tuple(path.split("/"))
         if len(parts) > MAX_DEPTH or any(
-            part in ("", ".", "..") or len(part) > MAX_NAME or not _NAME_RE.match(part)
+            part in ("", ".", "..") or len(part) > MAX_NAME or not _NAME_RE.fullmatch(part)
             for part in parts
         ):
             raise ValueError(f"{path!r} is not a relative path of plain names")

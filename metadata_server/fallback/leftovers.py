@@ -28,7 +28,7 @@ from metadata_server.fallback.xen_errors import XenError
 
 log = logging.getLogger(__name__)
 
-_SIGNAL_PATH_RE = re.compile(rf"^/local/domain/(\d+)/{SIGNAL_KEY}$")
+_SIGNAL_PATH_RE = re.compile(rf"^/local/domain/([0-9]+)/{SIGNAL_KEY}$")
 
 
 @dataclass
@@ -90,7 +90,7 @@ async def _domains_with_signal_keys(xen: XenHost) -> list[int]:
         return []
     domids = set()
     for path in values or {}:
-        match = _SIGNAL_PATH_RE.match(path)
+        match = _SIGNAL_PATH_RE.fullmatch(path)
         if match and 0 < int(match.group(1)) <= MAX_DOMID:
             domids.add(int(match.group(1)))
     return sorted(domids)

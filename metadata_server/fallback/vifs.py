@@ -11,7 +11,7 @@ import re
 
 from metadata_server.fallback.xen import VIF_BACKENDS, XenHost
 
-_VIF_MAC_RE = re.compile(rf"^{VIF_BACKENDS}/(\d+)/(\d+)/mac$")
+_VIF_MAC_RE = re.compile(rf"^{VIF_BACKENDS}/([0-9]+)/([0-9]+)/mac$")
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
@@ -20,11 +20,11 @@ async def domains_by_mac(xen: XenHost) -> dict[str, set[int]]:
     values = await xen.xenstore.list_values(VIF_BACKENDS)
     found: dict[str, set[int]] = {}
     for path, value in (values or {}).items():
-        match = _VIF_MAC_RE.match(path)
+        match = _VIF_MAC_RE.fullmatch(path)
         if match is None or value is None:
             continue
         mac = value.strip().lower().replace("-", ":")
-        if _MAC_RE.match(mac):
+        if _MAC_RE.fullmatch(mac):
             found.setdefault(mac, set()).add(int(match.group(1)))
     return found
 

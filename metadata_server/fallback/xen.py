@@ -64,7 +64,7 @@ MAX_DOMID = 0x7FEF  # DOMID_FIRST_RESERVED - 1
 
 _VDEV_RE = re.compile(r"^[a-z][a-z0-9]{1,15}$")
 _NONCE_RE = re.compile(r"^[0-9a-f]{32}$")
-_VIF_MAC_RE = re.compile(rf"^{VIF_BACKENDS}/(\d+)/(\d+)/mac$")
+_VIF_MAC_RE = re.compile(rf"^{VIF_BACKENDS}/([0-9]+)/([0-9]+)/mac$")
 
 
 def new_nonce() -> str:
@@ -86,7 +86,7 @@ class XenSettings:
     def __post_init__(self) -> None:
         if not self.xl_command:
             raise InvalidInput("xl_command must name a program", field="xl_command")
-        if not _VDEV_RE.match(self.vdev):
+        if not _VDEV_RE.fullmatch(self.vdev):
             raise InvalidInput(f"{self.vdev!r} is not a virtual device name", field="vdev")
 
 
@@ -96,7 +96,7 @@ def _check_domid(domid: int) -> None:
 
 
 def _check_nonce(nonce: str) -> None:
-    if not _NONCE_RE.match(nonce):
+    if not _NONCE_RE.fullmatch(nonce):
         raise InvalidInput("the nonce must be 32 lowercase hex digits", field="nonce")
 
 
@@ -237,7 +237,7 @@ class XenHost:
             return None
         domids = set()
         for path, value in values.items():
-            match = _VIF_MAC_RE.match(path)
+            match = _VIF_MAC_RE.fullmatch(path)
             if match and value is not None and value.strip().lower() == wanted:
                 domids.add(int(match.group(1)))
         if len(domids) > 1:

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 from collections.abc import AsyncIterator, Sequence
 
 from metadata_server.fallback.xen_commands import run_command
@@ -27,6 +28,9 @@ from metadata_server.fallback.xen_errors import XenCommandFailed
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 5.0
+# xenstore-ls escapes: \xHH and \ooo, ASCII digits only (str.isdigit() takes any script's).
+_HEX2 = re.compile(r"[0-9a-fA-F]{2}")
+_OCTAL3 = re.compile(r"[0-7]{3}")
 
 
 def unescape(value: str) -> str:
@@ -44,10 +48,10 @@ def unescape(value: str) -> str:
         if nxt in simple:
             out.append(simple[nxt])
             i += 2
-        elif nxt == "x" and len(value) >= i + 4:
+        elif nxt == "x" and _HEX2.fullmatch(value[i + 2 : i + 4]):
             out.append(chr(int(value[i + 2 : i + 4], 16)))
             i += 4
-        elif value[i + 1 : i + 4].isdigit():
+        elif _OCTAL3.fullmatch(value[i + 1 : i + 4]):
             out.append(chr(int(value[i + 1 : i + 4], 8)))
             i += 4
         else:

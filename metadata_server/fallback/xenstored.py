@@ -47,6 +47,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from metadata_server.digits import integer
 from metadata_server.fallback.xs_tree import (
     MAX_TRANSACTIONS,
     MAX_WATCHES,
@@ -607,15 +608,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", required=True, type=Path, help="directory for the sockets")
     p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning"))
     p.add_argument(
-        "--domain", type=int, action="append", default=[], help="serve with domain N created"
+        "--domain", type=integer, action="append", default=[], help="serve with domain N created"
     )
     sub = p.add_subparsers(dest="command")
     sub.add_parser("serve", help="run until SIGTERM or SIGINT (the default)")
     introduce = sub.add_parser("introduce", help="create domain N on a running server")
-    introduce.add_argument("domid", type=int)
+    introduce.add_argument("domid", type=integer)
     introduce.add_argument("--name")
     release = sub.add_parser("release", help="destroy domain N on a running server")
-    release.add_argument("domid", type=int)
+    release.add_argument("domid", type=integer)
     return p
 
 

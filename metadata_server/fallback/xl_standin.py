@@ -23,6 +23,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from metadata_server.digits import ascii_int
+
 TIMEOUT = 20.0
 LOG_NAME = "xl-argv.log"
 DEVICES = "devices"
@@ -54,9 +56,10 @@ def _run(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
 
 
 def _domid(text: str) -> int:
-    if not text.isdigit():
+    domid = ascii_int(text)
+    if domid is None:
         raise XlFailure(f"{text} is an invalid domain identifier")
-    return int(text)
+    return domid
 
 
 def _require_domain(domid: int) -> None:

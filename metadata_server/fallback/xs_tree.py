@@ -48,7 +48,7 @@ MAX_TRANSACTIONS = 10
 MAX_WATCHES = 128
 
 _PATH_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-/_@")
-_LOCAL_PREFIX = re.compile(r"^/local/domain/\d{1,5}/")
+_LOCAL_PREFIX = re.compile(r"^/local/domain/[0-9]{1,5}/")
 _PERM_RE = re.compile(rb"^([nrwb])(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)$")
 
 
@@ -86,7 +86,7 @@ class Perm:
 
 def parse_perm(text: bytes) -> Perm:
     """`b5` → Perm("b", 5); the domid is read like C strtol(.., 0): decimal, 0x.., 0..."""
-    match = _PERM_RE.match(text)
+    match = _PERM_RE.fullmatch(text)
     if not match:
         raise XsError("EINVAL")
     digits = match.group(2)

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 
 from aiohttp import web
 
+from metadata_server.digits import ascii_decimal
 from metadata_server.errors import InvalidInput, NotFound
 from metadata_server.http.guard import add_routes as add_guard_routes
 from metadata_server.http.guard import guard_summary
@@ -50,10 +51,9 @@ def _float_param(request: web.Request, name: str, default: float, maximum: float
     text = request.query.get(name)
     if text is None:
         return default
-    try:
-        value = float(text)
-    except ValueError:
-        raise InvalidInput(f"{name} must be a number of seconds", field=name) from None
+    value = ascii_decimal(text)
+    if value is None:
+        raise InvalidInput(f"{name} must be a number of seconds", field=name)
     if not 0 <= value <= maximum:
         raise InvalidInput(f"{name} must be between 0 and {maximum:g}", field=name)
     return value

@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import hdrs, web
 
+from metadata_server.digits import ascii_decimal
 from metadata_server.documents import GuestDocument
 from metadata_server.errors import (
     Conflict,
@@ -201,11 +202,8 @@ async def config_json_waiting(request: web.Request, caller: Caller) -> web.Strea
     if unfetched(document.state):
         await request.app[REGISTRY].mark_fetched(document.view.mac)
     if query.get("wait_for_change", "false").lower() == "true":
-        try:
-            timeout = float(query.get("timeout_sec", "60"))
-        except ValueError:
-            timeout = -1.0
-        if not 0 <= timeout <= MAX_CHANGE_WAIT:
+        timeout = ascii_decimal(query.get("timeout_sec", "60"))
+        if timeout is None or not 0 <= timeout <= MAX_CHANGE_WAIT:
             raise InvalidInput(
                 f"timeout_sec must be a number from 0 to {MAX_CHANGE_WAIT:g}", field="timeout_sec"
             )
