@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import statistics
 import time
 from collections.abc import AsyncIterator
@@ -77,6 +78,12 @@ async def test_ec2_tree_follows_ec2_conventions(svc: MetadataService) -> None:
         "/latest/meta-data/instance-type": "xen.guest",
         "/latest/meta-data/placement/availability-zone": "local-1a",
         "/latest/meta-data/services/domain": "guests.internal",
+        "/latest/meta-data/ami-id": "ami-00000000000000000",
+        "/latest/meta-data/ami-launch-index": "0",
+        "/latest/meta-data/security-groups": "default",
+        "/latest/meta-data/block-device-mapping/": "ami\nroot",
+        "/latest/meta-data/block-device-mapping/ami": "/dev/xvda",
+        "/latest/meta-data/block-device-mapping/root": "/dev/xvda",
         "/latest/meta-data/public-keys/": "0=admin@example",
         "/latest/meta-data/public-keys/0/": "openssh-key",
         "/latest/meta-data/public-keys/0/openssh-key": SAMPLE_KEY,
@@ -97,7 +104,17 @@ async def test_ec2_tree_follows_ec2_conventions(svc: MetadataService) -> None:
         root.split("\n")
     )
     _, listing, _ = await fetch(svc, "/latest/meta-data/")
-    assert "instance-id" in listing.split("\n") and "placement/" in listing.split("\n")
+    assert {
+        "instance-id",
+        "placement/",
+        "ami-id",
+        "reservation-id",
+        "block-device-mapping/",
+    } <= set(listing.split("\n"))
+    assert "product-codes" not in listing.split("\n")
+    _, reservation, _ = await fetch(svc, "/latest/meta-data/reservation-id")
+    assert re.fullmatch(r"r-[0-9a-f]{17}", reservation)
+    assert (await fetch(svc, "/2009-04-04/meta-data/reservation-id"))[1] == reservation
     status, text, _ = await fetch(svc, "/latest/dynamic/instance-identity/document")
     document = json.loads(text)
     assert {
@@ -111,6 +128,20 @@ async def test_ec2_tree_follows_ec2_conventions(svc: MetadataService) -> None:
         "region": "local-1",
     }
     assert document["pendingTime"].endswith("Z") and document["version"]
+    assert document["imageId"] == "ami-00000000000000000"
+
+
+async def test_reservation_id_is_new_with_each_launch(svc: MetadataService) -> None:
+    """A re-arm is a new launch: a new instance id, so a new reservation id; the other
+    guest's stays its own."""
+    assert svc.registry is not None
+    before = (await fetch(svc, "/latest/meta-data/reservation-id"))[1]
+    other = (await fetch(svc, "/latest/meta-data/reservation-id", source="127.0.0.2"))[1]
+    assert before != other
+    assert (await fetch(svc, "/latest/meta-data/reservation-id"))[1] == before
+    await svc.registry.rearm(mac_of(1))
+    after = (await fetch(svc, "/latest/meta-data/reservation-id"))[1]
+    assert re.fullmatch(r"r-[0-9a-f]{17}", after) and after != before
 
 
 async def test_user_data_404_when_none_or_withheld(svc: MetadataService) -> None:
@@ -514,7 +545,7 @@ SLASH_FORMS = [
     ("/2021-03-23//meta-data/local-ipv4", "/2021-03-23/meta-data/local-ipv4", "ec2-dated-version"),
     ("/latest/meta-data", "/latest/meta-data/", "ec2-dir-no-trailing"),
     ("//latest/meta-data//", "/latest/meta-data/", "ec2-dir-doubled"),
-    ("/latest/meta-data/placement//", "/latest/meta-data/placement/", "ec2-subdir-doubled"),
+    ("/latest/meta-data/block-device-mapping//", "/latest/meta-data/block-device-mapping/", "ec2-subdir-doubled"),
     ("//latest//", "/latest/", "ec2-version-root-doubled"),
     ("/latest", "/latest/", "ec2-version-root-bare"),
     ("//", "/", "root-double"),
