@@ -1,8 +1,9 @@
 """The cloud-compatible guest routes: the EC2 tree (with IMDSv2 tokens), OpenStack and
 NoCloud, each answering the caller's own data only, from the in-memory documents.
 
-Paths are matched exactly against the caller's own tree, so `..`, encoded slashes or
-another guest's MAC under `network/interfaces/macs/` simply find nothing (404).
+Paths arrive canonical (http/paths.py: no empty segments, no trailing slash, no encoded
+slash) and are matched exactly against the caller's own tree, so `..`, `.` or another
+guest's MAC under `network/interfaces/macs/` simply find nothing (404).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from metadata_server.documents import GuestDocument
 from metadata_server.errors import Forbidden, InvalidInput, NotFound
 from metadata_server.http.guest import guest_action, guest_route
 from metadata_server.http.keys import ACCESS, CLOUD_OPTIONS, SETTINGS
+from metadata_server.http.paths import GUEST_ROUTES
 from metadata_server.identity import Caller
 from metadata_server.tokens import parse_ttl
 
@@ -125,19 +127,20 @@ def nocloud_path(request: web.Request, caller: Caller) -> web.StreamResponse:
 
 
 def add_routes(app: web.Application) -> None:
-    """Register after the native /v1 routes: `/{version}` would otherwise match them."""
-    app.router.add_get("/", guest_route(ec2_versions, marks_fetch=True, text=True))
-    app.router.add_get("/openstack", guest_route(openstack_versions, text=True))
-    app.router.add_get("/openstack/", guest_route(openstack_versions, text=True))
-    app.router.add_get("/openstack/{version}", guest_route(openstack_path, text=True))
-    app.router.add_get(
+    """Register after the native /v1 routes: `/{version}` would otherwise match them.
+    Paths arrive canonical (http/paths.py): `/openstack/` is `/openstack`, and so on."""
+    routes = app[GUEST_ROUTES]
+    routes.add_get("/", guest_route(ec2_versions, marks_fetch=True, text=True))
+    routes.add_get("/openstack", guest_route(openstack_versions, text=True))
+    routes.add_get("/openstack/{version}", guest_route(openstack_path, marks_fetch=True, text=True))
+    routes.add_get(
         "/openstack/{version}/{path:.*}", guest_route(openstack_path, marks_fetch=True, text=True)
     )
-    app.router.add_get("/nocloud", guest_route(nocloud_path, text=True))
-    app.router.add_get("/nocloud/{path:.*}", guest_route(nocloud_path, marks_fetch=True, text=True))
-    app.router.add_put("/latest/api/token", guest_action(ec2_token, text=True, needs_token=False))
-    app.router.add_put(
+    routes.add_get("/nocloud", guest_route(nocloud_path, marks_fetch=True, text=True))
+    routes.add_get("/nocloud/{path:.*}", guest_route(nocloud_path, marks_fetch=True, text=True))
+    routes.add_put("/latest/api/token", guest_action(ec2_token, text=True, needs_token=False))
+    routes.add_put(
         "/{version}/api/token", guest_action(ec2_token_elsewhere, text=True, needs_token=False)
     )
-    app.router.add_get("/{version}", guest_route(ec2_path, text=True))
-    app.router.add_get("/{version}/{path:.*}", guest_route(ec2_path, marks_fetch=True, text=True))
+    routes.add_get("/{version}", guest_route(ec2_path, marks_fetch=True, text=True))
+    routes.add_get("/{version}/{path:.*}", guest_route(ec2_path, marks_fetch=True, text=True))

@@ -33,6 +33,7 @@ from metadata_server.errors import (
 from metadata_server.http.connections import proof_of
 from metadata_server.http.keys import ACCESS, REGISTRY, SNAPSHOT
 from metadata_server.http.middleware import decode_text, error_response, parse_json, read_body
+from metadata_server.http.paths import GUEST_ROUTES, install
 from metadata_server.identity import Caller, IdentityResolver
 from metadata_server.model import GUEST_REPORTABLE_STATES, State, parse_message
 from metadata_server.ratelimit import TokenBuckets
@@ -278,15 +279,19 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
+    routes = app[GUEST_ROUTES]
     waiting = guest_action(config_json_waiting)
-    app.router.add_get("/v1/config", guest_route(config_json, marks_fetch=True, with_query=waiting))
-    app.router.add_get("/v1/config.txt", guest_route(config_text, marks_fetch=True))
-    app.router.add_get("/v1/user-data", guest_route(user_data))
-    app.router.add_post("/v1/status", guest_action(post_status))
-    app.router.add_get("/healthz", healthz)
+    routes.add_get("/v1/config", guest_route(config_json, marks_fetch=True, with_query=waiting))
+    routes.add_get("/v1/config.txt", guest_route(config_text, marks_fetch=True))
+    routes.add_get("/v1/user-data", guest_route(user_data))
+    routes.add_post("/v1/status", guest_action(post_status))
+    routes.add_get("/healthz", healthz)
 
 
 def make_guest_app() -> web.Application:
+    """The guest app; its routes (these and the cloud ones) go in `app[GUEST_ROUTES]`,
+    which matches paths as IMDS does (see http/paths.py)."""
     app = web.Application(client_max_size=64 * 1024)
+    install(app)
     add_routes(app)
     return app
