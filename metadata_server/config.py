@@ -89,6 +89,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("guard.enabled", "bool", True, "guard the bridge (nftables) whenever bridge is set"),
     Setting("guard.guest_ports", "list", ["vif*"], "bridge ports that face guests (patterns)"),
     Setting("guard.ports", "mapping", {}, "bridge port → the MAC it carries (off Xen)"),
+    Setting("guard.nft_command", "list", ["nft"], "argv of nft"),
     Setting(
         "dhcp.daemon",
         "choice",

@@ -12,7 +12,8 @@ replaces set elements (`elements_commands`), one transaction, and the rules stay
   must carry it, and a bound MAC on any other port is dropped; on Xen a guest port whose
   MAC is not known yet drops everything until it is;
 - IPv4 must come from the sender MAC's reserved address (or 0.0.0.0 for DHCP requests);
-  ARP must carry the sender's own MAC and reserved address (or 0.0.0.0, a probe);
+  ARP must carry the sender's own MAC and reserved address (or 0.0.0.0, a probe, which
+  teaches nobody anything);
 - DHCP and DNS answers (UDP/TCP source port 67, 53, 547), router advertisements, and
   frames that are none of IPv4, ARP and IPv6 (VLAN tags included) are dropped.
 
@@ -139,7 +140,6 @@ class _Table:
 ELEMENT_SETS: dict[str, str | list[str]] = {
     "macs": "ether_addr",  # registered guests
     "pairs": ["ether_addr", "ipv4_addr"],  # MAC . its reserved address
-    "arp_ok": ["ether_addr", "ether_addr", "ipv4_addr"],  # MAC . MAC . own or 0.0.0.0
     "guest_ports": "ifname",  # the bridge's ports that face guests
     "bound_ports": "ifname",  # guest ports whose MAC is known
     "strict_ports": "ifname",  # guest ports that send nothing until bound
@@ -206,6 +206,16 @@ def _dhcp_request() -> list[Json]:
     ]
 
 
+def _arp_ipv4() -> list[Json]:
+    """ARP for IPv4 over Ethernet (other forms would put the fields elsewhere)."""
+    return [
+        _match(_payload("arp", "htype"), 1),
+        _match(_payload("arp", "ptype"), "ip"),
+        _match(_payload("arp", "hlen"), 6),
+        _match(_payload("arp", "plen"), 4),
+    ]
+
+
 def _guest_rules(t: _Table) -> list[Json]:
     ether_type = _payload("ether", "type")
     server_ports = {"set": [53, 67, 547]}
@@ -238,16 +248,21 @@ def _guest_rules(t: _Table) -> list[Json]:
         # An unregistered sender may only ask DHCP (and be refused by it).
         t.rule("unregistered", _match(ether_type, "ip"), *_dhcp_request(), {"accept": None}),
         t.rule("unregistered", {"counter": "unregistered"}, {"drop": None}),
+        # Both the frame's and the ARP sender's MAC must hold the sender address (an
+        # address is reserved for one MAC only, so they are the same guest's); a probe
+        # (sender 0.0.0.0) teaches nobody anything and must come from a guest's own MAC.
         t.rule(
             "check_arp",
-            _match(_payload("arp", "htype"), 1),
-            _match(_payload("arp", "ptype"), "ip"),
-            _match(_payload("arp", "hlen"), 6),
-            _match(_payload("arp", "plen"), 4),
-            _match(
-                _concat(ETHER_SRC, _payload("arp", "saddr ether"), _payload("arp", "saddr ip")),
-                "@arp_ok",
-            ),
+            *_arp_ipv4(),
+            _match(_payload("arp", "saddr ip"), "0.0.0.0"),
+            _match(_payload("arp", "saddr ether"), "@macs"),
+            {"accept": None},
+        ),
+        t.rule(
+            "check_arp",
+            *_arp_ipv4(),
+            _match(_concat(ETHER_SRC, _payload("arp", "saddr ip")), "@pairs"),
+            _match(_concat(_payload("arp", "saddr ether"), _payload("arp", "saddr ip")), "@pairs"),
             {"accept": None},
         ),
         t.rule("check_arp", _refuse("arp")),
@@ -269,23 +284,27 @@ def _guest_rules(t: _Table) -> list[Json]:
     ]
 
 
-def _elements(plan: GuardPlan) -> dict[str, list[Any]]:
-    macs = [mac for mac, _ in plan.guests]
+Element = str | tuple[str, ...]  # a concatenation is a tuple
+
+
+def _elements(plan: GuardPlan) -> dict[str, set[Element]]:
     bound = {port: mac for port, mac in plan.bindings.items() if port in plan.guest_ports}
     return {
-        "macs": macs,
-        "pairs": [{"concat": [mac, address]} for mac, address in plan.guests],
-        "arp_ok": [
-            {"concat": [mac, mac, address]}
-            for mac, own in plan.guests
-            for address in (own, "0.0.0.0")
-        ],
-        "guest_ports": sorted(plan.guest_ports),
-        "bound_ports": sorted(bound),
-        "strict_ports": sorted(plan.strict_ports),
-        "port_mac": [{"concat": [port, mac]} for port, mac in sorted(bound.items())],
-        "bound_macs": sorted(set(bound.values())),
+        "macs": {mac for mac, _ in plan.guests},
+        "pairs": set(plan.guests),
+        "guest_ports": set(plan.guest_ports),
+        "bound_ports": set(bound),
+        "strict_ports": set(plan.strict_ports),
+        "port_mac": set(bound.items()),
+        "bound_macs": set(bound.values()),
     }
+
+
+def _json(elements: Iterable[Element]) -> list[Any]:
+    return sorted(
+        ({"concat": list(e)} if isinstance(e, tuple) else e for e in elements),
+        key=lambda e: e if isinstance(e, str) else " ".join(e["concat"]),
+    )
 
 
 def elements_commands(plan: GuardPlan) -> list[Json]:
@@ -295,7 +314,23 @@ def elements_commands(plan: GuardPlan) -> list[Json]:
     for name, elements in _elements(plan).items():
         commands.append({"flush": {"set": t.ref(name=name)}})
         if elements:
-            commands.append({"add": {"element": t.ref(name=name, elem=elements)}})
+            commands.append({"add": {"element": t.ref(name=name, elem=_json(elements))}})
+    return commands
+
+
+def update_commands(applied: GuardPlan, plan: GuardPlan) -> list[Json]:
+    """From the sets of `applied` to those of `plan`: only the elements that differ are
+    deleted and added, in one batch (a change costs what it changes, not the registry's
+    size). An empty list when nothing differs."""
+    t = _Table(plan.bridge)
+    before, after = _elements(applied), _elements(plan)
+    commands: list[Json] = []
+    for name, elements in after.items():
+        gone, added = before[name] - elements, elements - before[name]
+        if gone:
+            commands.append({"delete": {"element": t.ref(name=name, elem=_json(gone))}})
+        if added:
+            commands.append({"add": {"element": t.ref(name=name, elem=_json(added))}})
     return commands
 
 

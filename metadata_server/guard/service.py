@@ -29,10 +29,10 @@ from metadata_server.guard.nft import DropCounts, Nft, NftError
 from metadata_server.guard.rules import (
     GuardPlan,
     delete_commands,
-    elements_commands,
     plan,
     table_commands,
     table_name,
+    update_commands,
 )
 from metadata_server.guard.settings import GuardSettings
 from metadata_server.netlink import BridgeAddressError, BridgePorts
@@ -96,7 +96,7 @@ class BridgeGuard:
         self.snapshot = snapshot
         self.store = store
         self.xen = xen
-        self.nft = nft or Nft()
+        self.nft = nft or Nft(settings.nft_command)
         self._clock = clock
         self._dom0 = frozenset(dom0_addresses)
         self._ports = BridgePorts(bridge)
@@ -190,15 +190,23 @@ class BridgeGuard:
             self.status.ok, self.status.error = False, str(exc)
             log.error("bridge guard: %s", exc)
             return
-        if self._applied is not None and _same(fresh, self._applied):
+        if self._applied is None or fresh == self._applied:
             return
         try:
-            await self.nft.apply(elements_commands(fresh))
-        except NftError as exc:
-            # The previous sets stay in force: the guard is stale, not open.
-            self.status.ok, self.status.error = False, f"the kernel refused an update: {exc}"
-            log.error("bridge guard: nft refused an update; the previous rules stay: %s", exc)
-            return
+            commands = update_commands(self._applied, fresh)
+            if commands:
+                await self.nft.apply(commands)
+        except NftError as first:
+            # Someone may have changed or removed the table: put the whole table back.
+            try:
+                await self.nft.apply(table_commands(fresh))
+            except NftError as exc:
+                # The previous rules stay in force (nft applies all of a batch or none):
+                # the guard is stale, not open.
+                self.status.ok, self.status.error = False, f"the kernel refused an update: {exc}"
+                log.error("bridge guard: nft refused an update; the previous rules stay: %s", exc)
+                return
+            log.warning("bridge guard: the table on %s was replaced whole (%s)", self.bridge, first)
         self._applied = fresh
         self._record(fresh)
 
@@ -285,10 +293,6 @@ class BridgeGuard:
             sender,
             kind,
         )
-
-
-def _same(a: GuardPlan, b: GuardPlan) -> bool:
-    return elements_commands(a) == elements_commands(b)
 
 
 async def _first_of(*events: asyncio.Event) -> None:

@@ -26,6 +26,7 @@ class GuardSettings:
     enabled: bool = True
     guest_ports: tuple[str, ...] = ("vif*",)  # bridge ports that face guests
     ports: Mapping[str, str] = field(default_factory=dict)  # port → MAC, where not on Xen
+    nft_command: tuple[str, ...] = ("nft",)
     refresh: float = 5.0  # seconds between looks at ports and vifs without an event
     debounce: float = 0.1  # quiet time before the sets are replaced
 
@@ -46,4 +47,9 @@ def guard_settings(values: Mapping[str, Any]) -> GuardSettings:
             ports[port] = parse_mac(mac, f"guard.ports.{port}")
         except InvalidInput as exc:
             raise ConfigError(f"guard.ports: {exc.detail}") from None
-    return GuardSettings(enabled=values["guard.enabled"], guest_ports=patterns, ports=ports)
+    nft_command = tuple(values["guard.nft_command"])
+    if not nft_command:
+        raise ConfigError("guard.nft_command must name a program")
+    return GuardSettings(
+        enabled=values["guard.enabled"], guest_ports=patterns, ports=ports, nft_command=nft_command
+    )
