@@ -40,6 +40,7 @@ from metadata_server.http.keys import (
     IDENTITY,
     REGISTRY,
     SETTINGS,
+    SIGNER,
     SNAPSHOT,
     TOKEN_SECRET,
 )
@@ -53,6 +54,7 @@ from metadata_server.netlink import (
 )
 from metadata_server.ratelimit import TokenBuckets
 from metadata_server.registry import Registry
+from metadata_server.signing import ensure_key
 from metadata_server.snapshot import GuestSnapshot
 from metadata_server.store import Change, Store, open_store
 
@@ -216,6 +218,7 @@ class MetadataService:
             self.dhcp = DhcpService(settings, self.store)
             admin_app[DHCP] = self.dhcp
         guest_app[TOKEN_SECRET] = self._random_bytes(32)
+        guest_app[SIGNER] = ensure_key(settings.guest.signing_key)
         guest_app[CLOUD_OPTIONS] = CloudOptions(
             instance_type=settings.ec2.instance_type,
             availability_zone=settings.ec2.availability_zone,

@@ -30,6 +30,7 @@ ENV_PREFIX = "METADATA_SERVER_"
 DEMO_DB = "./var/demo.db"
 DEMO_GUEST_LISTEN = "127.0.0.1:8080"
 SYSTEM_DB = "/var/lib/metadata-server/registry.db"
+SIGNING_KEY_NAME = "signing-key.pem"  # next to the database, unless guest.signing_key
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("guest.idle_timeout", "float", 15.0, "seconds an idle keep-alive connection stays"),
     Setting("guest.max_header_bytes", "int", 16384, "largest request head in bytes", minimum=1024),
+    Setting(
+        "guest.signing_key",
+        "str",
+        None,
+        "Ed25519 key signing /v1/config.txt (default: signing-key.pem next to the database)",
+    ),
     Setting(
         "guest.allow_loopback",
         "bool",
@@ -190,6 +197,7 @@ class GuestSettings:
     idle_timeout: float
     max_header_bytes: int
     allow_loopback: bool
+    signing_key: Path
 
 
 @dataclass(frozen=True)
@@ -553,6 +561,11 @@ def build_settings(
             idle_timeout=_positive(raw["guest.idle_timeout"], "guest.idle_timeout"),
             max_header_bytes=raw["guest.max_header_bytes"],
             allow_loopback=raw["guest.allow_loopback"],
+            signing_key=(
+                Path(raw["guest.signing_key"])
+                if raw["guest.signing_key"]
+                else db_dir / SIGNING_KEY_NAME
+            ),
         ),
         dhcp=dhcp,
         bridge=raw["bridge"],

@@ -28,7 +28,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from metadata_server.cli import compare, db, dhcp, iso, serve, vm
+    from metadata_server.cli import compare, db, dhcp, iso, key, serve, vm
 
     parser = argparse.ArgumentParser(
         prog="metadata-server",
@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("iso", help="the ISO fallback through the admin API")
     iso_commands = p.add_subparsers(dest="iso_command", required=True, metavar="ACTION")
     iso.add_parsers(iso_commands, _add_common)
+
+    p = commands.add_parser("key", help="the document signing key")
+    key_commands = p.add_subparsers(dest="key_command", required=True, metavar="ACTION")
+    key.add_parsers(key_commands, _add_common)
 
     p = commands.add_parser(
         "compare", help="boot simulated guests by both methods and compare them"

@@ -31,7 +31,7 @@ from metadata_server.errors import (
     Unauthorized,
 )
 from metadata_server.http.connections import proof_of
-from metadata_server.http.keys import ACCESS, REGISTRY, SNAPSHOT
+from metadata_server.http.keys import ACCESS, REGISTRY, SIGNER, SNAPSHOT
 from metadata_server.http.middleware import decode_text, error_response, parse_json, read_body
 from metadata_server.http.paths import GUEST_ROUTES, install
 from metadata_server.identity import Caller, IdentityResolver
@@ -226,6 +226,19 @@ def config_text(request: web.Request, caller: Caller) -> web.StreamResponse:
     )
 
 
+def config_text_signature(request: web.Request, caller: Caller) -> web.StreamResponse:
+    """The Ed25519 signature of this guest's exact /v1/config.txt bytes (64 bytes)."""
+    document = caller.document
+    signature: bytes | None = document.derived.get("signature")
+    if signature is None:
+        signature = request.app[SIGNER].sign(document.text_body)
+        document.derived["signature"] = signature
+    return web.Response(
+        body=signature,
+        headers={"Content-Type": "application/octet-stream", "Cache-Control": "no-store"},
+    )
+
+
 def user_data(request: web.Request, caller: Caller) -> web.StreamResponse:
     document = caller.document
     if document.view.secrets_withheld:
@@ -283,6 +296,7 @@ def add_routes(app: web.Application) -> None:
     waiting = guest_action(config_json_waiting)
     routes.add_get("/v1/config", guest_route(config_json, marks_fetch=True, with_query=waiting))
     routes.add_get("/v1/config.txt", guest_route(config_text, marks_fetch=True))
+    routes.add_get("/v1/config.txt.sig", guest_route(config_text_signature))
     routes.add_get("/v1/user-data", guest_route(user_data))
     routes.add_post("/v1/status", guest_action(post_status))
     routes.add_get("/healthz", healthz)
