@@ -247,16 +247,18 @@ class Registry:
         since the guest was armed is recorded even when the guest is further along
         already (the lease hook runs after the exchange, and a quick guest may have read
         its document by then); renewals are no news. A lease for another address than
-        the reserved one is only logged: the reservation decides the next one."""
+        the reserved one records nothing (it is only logged): that guest is not where
+        its record says, and the reservation decides its next lease."""
         async with self._lock:
             previous = await self.get(mac)
             if address != previous.spec.ipv4.address:
                 log.warning(
-                    "guest %s leased %s but reserves %s",
+                    "guest %s leased %s but reserves %s: not recorded",
                     previous.mac,
                     address,
                     previous.spec.ipv4.address,
                 )
+                return previous
             if State.LEASED.value in previous.state_times:
                 return previous
             now = self._clock()
