@@ -94,8 +94,14 @@ class NotFound(MetadataError):
 
 
 class MethodNotAllowed(MetadataError):
+    """A method the resource does not have; `allowed` goes into the Allow header."""
+
     http_status = 405
     code = "method_not_allowed"
+
+    def __init__(self, detail: str, *, allowed: tuple[str, ...] = ()) -> None:
+        super().__init__(detail)
+        self.allowed = allowed
 
 
 class Conflict(MetadataError):

@@ -12,12 +12,13 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
-from metadata_server.errors import InvalidInput, NotFound
+from metadata_server.errors import InvalidInput, MethodNotAllowed, NotFound
 from metadata_server.http.iso import add_routes as add_iso_routes
 from metadata_server.http.keys import DHCP, REGISTRY, SETTINGS, SNAPSHOT
 from metadata_server.http.middleware import (
+    Handler,
     bearer_auth,
     decode_text,
     json_errors,
@@ -247,22 +248,59 @@ async def events(request: web.Request) -> web.StreamResponse:
     return response
 
 
+# Each path with its methods. A path is one resource that answers every method itself
+# (see `close_resources`), so `/api/v1/vms/import` never falls through to `{mac}`.
+ROUTES: tuple[tuple[str, Mapping[str, Handler]], ...] = (
+    ("/healthz", {"GET": healthz}),
+    ("/api/v1/openapi.json", {"GET": openapi}),
+    ("/api/v1/vms", {"GET": list_vms}),
+    ("/api/v1/vms/import", {"POST": import_vms}),
+    ("/api/v1/vms/{mac}", {"PUT": put_vm, "PATCH": patch_vm, "GET": get_vm, "DELETE": delete_vm}),
+    ("/api/v1/vms/{mac}/user-data", {"GET": get_vm_user_data}),
+    ("/api/v1/vms/{mac}/rearm", {"POST": rearm_vm}),
+    ("/api/v1/vms/{mac}/status", {"GET": vm_status}),
+    ("/api/v1/events", {"GET": events}),
+    ("/api/v1/dhcp/status", {"GET": dhcp_status}),
+    ("/api/v1/vms/{mac}/lease", {"POST": report_lease}),
+)
+
+
+def _other_methods(allowed: tuple[str, ...]) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if request.method == "OPTIONS":
+            return web.Response(status=204, headers={"Allow": ", ".join(allowed)})
+        raise MethodNotAllowed(
+            f"{request.method} is not allowed here (allowed: {', '.join(allowed)})",
+            allowed=allowed,
+        )
+
+    return handler
+
+
+def close_resources(app: web.Application) -> None:
+    """Give every resource a route for the methods it lacks: OPTIONS lists its methods
+    (204 with Allow), any other is a 405 with Allow. aiohttp would otherwise go on to the
+    next resource whose pattern matches: GET on `/api/v1/vms/import` reached `{mac}`."""
+    for resource in app.router.resources():
+        if not isinstance(resource, web.Resource):
+            continue  # static files and sub-apps: none here
+        methods = {route.method for route in resource}
+        allowed = tuple(method for method in _METHOD_ORDER if method in methods)
+        resource.add_route(hdrs.METH_ANY, _other_methods(allowed))
+
+
+_METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/api/v1/openapi.json", openapi)
-    app.router.add_get("/api/v1/vms", list_vms)
-    app.router.add_post("/api/v1/vms/import", import_vms)
-    app.router.add_put("/api/v1/vms/{mac}", put_vm)
-    app.router.add_patch("/api/v1/vms/{mac}", patch_vm)
-    app.router.add_get("/api/v1/vms/{mac}", get_vm)
-    app.router.add_delete("/api/v1/vms/{mac}", delete_vm)
-    app.router.add_get("/api/v1/vms/{mac}/user-data", get_vm_user_data)
-    app.router.add_post("/api/v1/vms/{mac}/rearm", rearm_vm)
-    app.router.add_get("/api/v1/vms/{mac}/status", vm_status)
-    app.router.add_get("/api/v1/events", events)
-    app.router.add_get("/api/v1/dhcp/status", dhcp_status)
-    app.router.add_post("/api/v1/vms/{mac}/lease", report_lease)
+    for path, methods in ROUTES:
+        resource = app.router.add_resource(path)
+        for method, handler in methods.items():
+            resource.add_route(method, handler)
+            if method == "GET":
+                resource.add_route("HEAD", handler)
     add_iso_routes(app)
+    close_resources(app)
 
 
 def make_admin_app(token: str) -> web.Application:
