@@ -114,6 +114,37 @@ class VM:
         return replace(self, state=state, state_times=times, message=message, updated_at=at)
 
 
+# --- what text may hold -----------------------------------------------------------------
+#
+# Patterns are regex source strings meant for `re.fullmatch`, written in the subset that
+# JSON Schema's ECMA-262 patterns share with Python's `re`, so the OpenAPI document can
+# state them as they are (anchored with ^...$ there). Each describes the raw input a
+# parser accepts, before it normalises case or separators. (The same names as the
+# validators' own, which are being moved onto them.)
+FORBIDDEN_CHARACTERS = r"\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff"
+SURROGATES = r"\ud800-\udfff"
+TEXT_PATTERN = rf"[^{FORBIDDEN_CHARACTERS}]*"
+LABEL_PATTERN = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+HOSTNAME_PATTERN = LABEL_PATTERN
+MAX_HOSTNAME_LENGTH = 63
+MAX_DOMAIN_LENGTH = 253  # without the optional trailing dot
+# Labels separated by dots, an optional trailing dot; the two look-aheads cap the
+# length at 253 characters before that dot.
+DOMAIN_PATTERN = rf"(?!.{{255}})(?!.{{253}}[^.]){LABEL_PATTERN}(?:\.{LABEL_PATTERN})*\.?"
+# Six hex pairs, all ':' or all '-', any case, surrounding spaces allowed; the first
+# octet even (a unicast MAC), and not all zero.
+MAC_PATTERN = (
+    r" *(?!(?:00[:-]){5}00)[0-9A-Fa-f][02468ACEace]([:-])[0-9A-Fa-f]{2}(?:\1[0-9A-Fa-f]{2}){4} *"
+)
+METADATA_KEY_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+MAX_METADATA_KEY_LENGTH = 64
+METADATA_VALUE_PATTERN = TEXT_PATTERN
+PASSWORD_PATTERN = rf"[^:{FORBIDDEN_CHARACTERS}]{{1,{MAX_PASSWORD_LENGTH}}}"
+USER_DATA_PATTERN = rf"[^{SURROGATES}]*"
+MAX_SSH_KEY_COMMENT = 256
+MIN_PREFIX = 1
+MAX_PREFIX = 32
+
 # --- field validators -------------------------------------------------------------------
 
 _MAC_RE = re.compile(r"^[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
@@ -131,6 +162,7 @@ _SSH_KEY_TYPES = frozenset(
         "sk-ecdsa-sha2-nistp256@openssh.com",
     }
 )
+SSH_KEY_TYPES = tuple(sorted(_SSH_KEY_TYPES))
 
 
 def _show(value: object) -> str:

@@ -494,3 +494,29 @@ async def test_duplicate_json_keys_are_400_and_change_nothing(
     assert got == 400, answer
     assert answer["error"] == "invalid" and "appears twice" in answer["detail"]
     assert await service.store.list() == before
+
+
+@pytest.mark.parametrize(
+    ("prefix", "stored"),
+    [
+        pytest.param("24", 24, id="integer"),
+        pytest.param("24.0", 24, id="zero-fraction"),
+        pytest.param("2.4e1", 24, id="exponent"),
+        pytest.param("24.5", None, id="fraction"),
+        pytest.param("true", None, id="boolean"),
+    ],
+)
+async def test_an_integral_json_number_is_an_integer(
+    admin: Api, service: MetadataService, prefix: str, stored: int | None
+) -> None:
+    """JSON has one number type, and the OpenAPI document's JSON Schema counts 24.0 as
+    the integer 24: a prefix written so is that prefix, not a 400."""
+    body = f'{{"hostname": "g", "ipv4": {{"address": "198.18.0.11", "prefix": {prefix}}}}}'
+    got, answer = await admin.put(
+        f"/api/v1/vms/{MAC}", data=body.encode(), headers={"Content-Type": "application/json"}
+    )
+    if stored is None:
+        assert got == 400 and answer["field"] == "ipv4.prefix"
+        assert await service.store.list() == []
+    else:
+        assert got == 201 and answer["ipv4"]["prefix"] == stored

@@ -120,8 +120,18 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
-# One decoder for every JSON body: no NaN/Infinity, no repeated keys.
-JSON_DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+def _number(text: str) -> float | int:
+    """A JSON number with a fraction or exponent: `24.0` and `2.4e1` are the integer 24,
+    as JSON (one number type) and the OpenAPI document's JSON Schema count them."""
+    value = float(text)
+    return int(value) if value.is_integer() else value
+
+
+# One decoder for every JSON body: no NaN/Infinity, no repeated keys, integral numbers
+# as integers.
+JSON_DECODER = json.JSONDecoder(
+    parse_constant=_reject_constant, object_pairs_hook=_unique_keys, parse_float=_number
+)
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
