@@ -94,8 +94,14 @@ class NotFound(MetadataError):
 
 
 class MethodNotAllowed(MetadataError):
+    """A method the resource does not have; `allowed` goes into the Allow header."""
+
     http_status = 405
     code = "method_not_allowed"
+
+    def __init__(self, detail: str, *, allowed: tuple[str, ...] = ()) -> None:
+        super().__init__(detail)
+        self.allowed = allowed
 
 
 class Conflict(MetadataError):
@@ -136,8 +142,19 @@ class TooManyRequests(MetadataError):
 
 
 class Unavailable(MetadataError):
+    """Something the request needs cannot be had now (the registry database, Xen, ...);
+    nothing was changed, and the same request may work later."""
+
     http_status = 503
     code = "unavailable"
+
+
+class InsufficientStorage(Unavailable):
+    """The registry's disk is full: nothing was written. An `Unavailable`, so whatever
+    copes with an outage (a guest's best-effort `fetched` mark) copes with this too."""
+
+    http_status = 507
+    code = "storage_full"
 
 
 class ConfigError(MetadataError):

@@ -7,9 +7,10 @@ usage error (argparse's own convention).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,7 +82,29 @@ def settings_from(
     return build_settings(config_file=args.config, env=os.environ, flags=flags, demo=demo)
 
 
+# Files the commands create (the registry and its -wal and -shm, exports, DHCP files,
+# the admin token, ISOs) hold hashes, user-data and guest names: none gets group or
+# other bits, whichever code creates it.
+PRIVATE_UMASK = 0o077
+
+
+@contextlib.contextmanager
+def private_files() -> Iterator[None]:
+    """The command runs under PRIVATE_UMASK; the caller's umask comes back after (for
+    main() called in-process, as tests do)."""
+    previous = os.umask(PRIVATE_UMASK)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    with private_files():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     if words[:2] == ["dhcp", "lease-hook"]:
         from metadata_server.cli.lease_hook import quick

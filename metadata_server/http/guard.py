@@ -48,7 +48,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/guard", get_guard)
 
 
-_NULLABLE_TEXT = {"type": "string", "nullable": True}
+_NULLABLE_TEXT = {"type": ["string", "null"]}
 
 # The OpenAPI path item of the route above, for http/openapi.py's `paths`.
 OPENAPI_PATHS: dict[str, Any] = {
@@ -69,19 +69,16 @@ OPENAPI_PATHS: dict[str, Any] = {
                                     "warning": {"type": "string"},
                                     "bridge": {"type": "string"},
                                     "table": {"type": "string"},
-                                    "ok": {"type": "boolean", "nullable": True},
+                                    "ok": {"type": ["boolean", "null"]},
                                     "error": _NULLABLE_TEXT,
                                     "guests": {"type": "integer"},
                                     "ports": {
                                         "type": "object",
-                                        "additionalProperties": {
-                                            "type": "string",
-                                            "nullable": True,
-                                        },
+                                        "additionalProperties": {"type": ["string", "null"]},
                                     },
                                     "left_out": {"type": "array", "items": {"type": "string"}},
                                     "applies": {"type": "integer"},
-                                    "last_applied": {"type": "number", "nullable": True},
+                                    "last_applied": {"type": ["number", "null"]},
                                     "xen_vifs": {"type": "boolean"},
                                     "drops": {
                                         "type": "object",

@@ -110,6 +110,16 @@ class GuestAccess:
         return caller
 
 
+# What a guest gets for a fault of the server's own (the log has the cause): the same
+# shape as every other error, never aiohttp's plain-text 500.
+INTERNAL_ERROR = MetadataError("internal error; see the server log")
+
+
+def _unexpected(request: web.Request) -> MetadataError:
+    log.exception("unexpected error on %s %s", request.method, request.path)
+    return INTERNAL_ERROR
+
+
 def text_error_response(error: MetadataError) -> web.Response:
     """EC2-style errors: the status and a line of text, nothing else."""
     response = web.Response(
@@ -144,6 +154,8 @@ def guest_route(
             return view(request, caller)
         except MetadataError as exc:
             return to_response(exc)
+        except Exception:
+            return to_response(_unexpected(request))
 
     return handler
 
@@ -160,6 +172,8 @@ def guest_action(view: AsyncView, *, text: bool = False, needs_token: bool = Tru
             return await view(request, caller)
         except MetadataError as exc:
             return to_response(exc)
+        except Exception:
+            return to_response(_unexpected(request))
 
     return handler
 

@@ -146,8 +146,7 @@ OPENAPI_PATHS: dict[str, Any] = {
                                 "domid": {"type": "integer", "minimum": 1, "maximum": 32751},
                                 "timeout": {
                                     "type": "number",
-                                    "minimum": 0,
-                                    "exclusiveMinimum": True,
+                                    "exclusiveMinimum": 0,
                                     "maximum": 3600,
                                 },
                                 "layout": _LAYOUT,

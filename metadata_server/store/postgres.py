@@ -64,7 +64,7 @@ class _Write:
     payload: str | None = None
 
 
-def _row(vm: VM, event: str, seq: int) -> tuple[Any, ...]:
+def _row(vm: VM, event: str, seq: int, record: str | None = None) -> tuple[Any, ...]:
     return (
         vm.mac,
         vm.spec.ipv4.address,
@@ -73,7 +73,7 @@ def _row(vm: VM, event: str, seq: int) -> tuple[Any, ...]:
         vm.spec.host,
         event,
         seq,
-        vm_to_record(vm),
+        record if record is not None else vm_to_record(vm),
     )
 
 
@@ -279,10 +279,13 @@ class PostgresStore:
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         sql = f'SELECT record FROM vms{where} ORDER BY mac COLLATE "C"'
 
-        async def query(conn: asyncpg.Connection) -> list[VM]:
-            return [vm_from_record(row["record"]) for row in await conn.fetch(sql, *args)]
+        async def query(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+            rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
+            return rows
 
-        return await self._read(query)
+        rows = await self._read(query)
+        # Decoding 50,000 records takes about a second: not on the event loop.
+        return await asyncio.to_thread(lambda: [vm_from_record(row["record"]) for row in rows])
 
     # --- writes ---------------------------------------------------------------------
 
@@ -342,6 +345,9 @@ class PostgresStore:
 
     async def import_all(self, vms: Sequence[VM]) -> None:
         macs = [vm.mac for vm in vms]
+        # The per-row work (records, the uniqueness check) on a worker thread: for
+        # 50,000 rows it takes about a second, which the event loop cannot spare.
+        records = await asyncio.to_thread(lambda: [vm_to_record(vm) for vm in vms])
 
         async def body(conn: asyncpg.Connection, seq: int) -> _Write:
             stored = await conn.fetch("SELECT mac, ipv4, name_key FROM vms")
@@ -352,7 +358,7 @@ class PostgresStore:
                 for row in stored
                 if row["mac"] not in inside
             ]
-            errors = import_errors(vms, others)
+            errors = await asyncio.to_thread(import_errors, vms, others)
             if errors:
                 raise ConflictRows(errors)
             changes = [
@@ -360,7 +366,12 @@ class PostgresStore:
             ]
             await conn.execute("DELETE FROM vms WHERE mac = ANY($1::text[])", macs)
             await conn.executemany(
-                _UPSERT, [_row(change.vm, change.event, seq) for change in changes if change.vm]
+                _UPSERT,
+                [
+                    _row(change.vm, change.event, seq, record)
+                    for change, record in zip(changes, records, strict=True)
+                    if change.vm
+                ],
             )
             # One notification for the whole import: the others re-read by sequence.
             return _Write(changes, notification(self._origin, seq, count=len(changes)))
