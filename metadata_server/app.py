@@ -215,7 +215,11 @@ class MetadataService:
             app[SETTINGS] = settings
             app[CLOCK] = self._clock
         if settings.dhcp.daemon != "none":
-            self.dhcp = DhcpService(settings, self.store)
+            self.dhcp = DhcpService(
+                settings,
+                self.store,
+                leases=(self.snapshot.address_of, self.registry.mark_leased),
+            )
             admin_app[DHCP] = self.dhcp
         guest_app[TOKEN_SECRET] = self._random_bytes(32)
         guest_app[SIGNER] = ensure_key(settings.guest.signing_key)

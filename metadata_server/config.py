@@ -118,6 +118,20 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("dhcp.kea_control_socket", "str", "/run/kea/kea4-ctrl-socket", "Kea's control socket"),
     Setting("dhcp.kea_lease_file", "str", "/var/lib/kea/kea-leases4.csv", "Kea's lease file"),
     Setting(
+        "dhcp.leases",
+        "choice",
+        "file",
+        "how leases are learned: the daemon's lease file, or a hook it runs per lease",
+        choices=("file", "hook"),
+    ),
+    Setting(
+        "dhcp.dnsmasq_lease_file",
+        "str",
+        "/var/lib/misc/dnsmasq.leases",
+        "lease file of an unmanaged dnsmasq",
+    ),
+    Setting("dhcp.dhcpd_lease_file", "str", "/var/lib/dhcp/dhcpd.leases", "dhcpd's lease file"),
+    Setting(
         "dhcp.kea_hooks_library", "str", None, "Kea's libdhcp_run_script.so, for the lease hook"
     ),
     Setting("dhcp.debounce_ms", "int", 200, "quiet time before a render", minimum=0),
@@ -219,6 +233,9 @@ class DhcpSettings:
     dnsmasq_pid_file: Path | None
     kea_control_socket: Path
     kea_lease_file: Path
+    leases: str
+    dnsmasq_lease_file: Path
+    dhcpd_lease_file: Path
     kea_hooks_library: Path | None
     debounce: float
 
@@ -517,6 +534,9 @@ def build_settings(
         else None,
         kea_control_socket=Path(raw["dhcp.kea_control_socket"]),
         kea_lease_file=Path(raw["dhcp.kea_lease_file"]),
+        leases=raw["dhcp.leases"],
+        dnsmasq_lease_file=Path(raw["dhcp.dnsmasq_lease_file"]),
+        dhcpd_lease_file=Path(raw["dhcp.dhcpd_lease_file"]),
         kea_hooks_library=Path(raw["dhcp.kea_hooks_library"])
         if raw["dhcp.kea_hooks_library"]
         else None,

@@ -77,6 +77,10 @@ class GuestSnapshot:
             else:
                 self._put(change.vm)
 
+    def address_of(self, mac: str) -> str | None:
+        """The address reserved for `mac`, if its guest is served here."""
+        return self._address_of_mac.get(mac)
+
     def reservations(self) -> list[tuple[str, str]]:
         """(MAC, reserved IPv4 address) of every guest served here."""
         return list(self._address_of_mac.items())

@@ -48,11 +48,13 @@ class ManagedDnsmasq:
         interfaces: Sequence[str],
         *,
         lease_script: Path | None = None,
+        log_each_exchange: bool = False,
         extra_args: Sequence[str] = (),
     ) -> None:
         self.directory = directory
         self.interfaces = tuple(interfaces)
         self.lease_script = lease_script
+        self.log_each_exchange = log_each_exchange
         self.extra_args = tuple(extra_args)
         self.process: asyncio.subprocess.Process | None = None
         self.account: pwd.struct_passwd | None = None
@@ -71,11 +73,12 @@ class ManagedDnsmasq:
             "--port=0",
             "--bind-dynamic",
             "--log-facility=-",
-            "--log-dhcp",
             "--pid-file=",
         ]
         if self.account is not None:
             argv.append(f"--user={self.account.pw_name}")
+        if self.log_each_exchange:
+            argv.append("--log-dhcp")  # ~30 lines per guest: only at log_level = debug
         argv += [f"--interface={name}" for name in self.interfaces]
         if self.lease_script is not None:
             argv.append(f"--dhcp-script={self.lease_script}")
@@ -193,6 +196,14 @@ class ManagedDnsmasq:
         log.info("stopped dnsmasq")
 
 
+_TROUBLE = ("warning", "fail", "error", "illegal", "cannot", "bad ", "no address")
+
+
 async def _forward_log(stream: asyncio.StreamReader) -> None:
+    """dnsmasq's own log into ours: at debug, but for lines that say something is wrong
+    (which come at warning); a boot storm's exchanges never fill the log at info."""
     while line := await stream.readline():
-        log.info("dnsmasq: %s", line.decode("utf-8", "replace").rstrip())
+        text = line.decode("utf-8", "replace").rstrip()
+        lowered = text.lower()
+        level = logging.WARNING if any(word in lowered for word in _TROUBLE) else logging.DEBUG
+        log.log(level, "dnsmasq: %s", text)

@@ -14,7 +14,9 @@ from pathlib import Path
 
 from metadata_server.config import Settings
 from metadata_server.dhcp.daemons import Daemon, Dhcpd, Dnsmasq, Kea
-from metadata_server.dhcp.managed import ManagedDnsmasq
+from metadata_server.dhcp.lease_watch import LeaseWatch, MarkLeased, Reservation
+from metadata_server.dhcp.leases import LeaseFile
+from metadata_server.dhcp.managed import LEASE_FILE, ManagedDnsmasq
 from metadata_server.dhcp.render import DhcpPlan, Subnet
 from metadata_server.dhcp.sync import DhcpStatus, DhcpSync
 from metadata_server.dhcp.templates import template_environment
@@ -98,12 +100,33 @@ def write_lease_hook(directory: Path, admin_url: str, token: str, token_file: Pa
     return script
 
 
+def lease_file(settings: Settings) -> LeaseFile:
+    """The lease database of the configured daemon."""
+    dhcp = settings.dhcp
+    if dhcp.daemon == "dnsmasq":
+        path = dhcp.directory / LEASE_FILE if dhcp.manage else dhcp.dnsmasq_lease_file
+    elif dhcp.daemon == "kea":
+        path = dhcp.kea_lease_file
+    else:
+        path = dhcp.dhcpd_lease_file
+    return LeaseFile(dhcp.daemon, path)
+
+
 class DhcpService:
-    def __init__(self, settings: Settings, store: Store) -> None:
+    """`leases`: how the registry hears of leases when they are read from the daemon's
+    lease file (`dhcp.leases = "file"`): the address reserved for a MAC here, and the
+    registry's mark_leased."""
+
+    def __init__(
+        self, settings: Settings, store: Store, *, leases: tuple[Reservation, MarkLeased] | None
+    ) -> None:
         self.settings = settings
         self.store = store
         self.managed: ManagedDnsmasq | None = None
         self.sync: DhcpSync | None = None
+        self.lease_watch: LeaseWatch | None = None
+        if settings.dhcp.leases == "file" and leases is not None:
+            self.lease_watch = LeaseWatch(lease_file(settings), *leases)
 
     async def start(
         self, *, admin_url: str, token: str, token_file: Path | None, host: str | None = None
@@ -116,11 +139,16 @@ class DhcpService:
             reason = exc.strerror
             raise ConfigError(f"dhcp.directory: cannot create {directory}: {reason}") from None
         hook: Path | None = None
-        if dhcp.manage or dhcp.kea_hooks_library is not None:
+        if dhcp.leases == "hook" and (dhcp.manage or dhcp.kea_hooks_library is not None):
             hook = write_lease_hook(directory, admin_url, token, token_file)
         if dhcp.manage:
             bridges = [subnet.bridge for subnet in dhcp.subnets if subnet.bridge]
-            self.managed = ManagedDnsmasq(directory, bridges, lease_script=hook)
+            self.managed = ManagedDnsmasq(
+                directory,
+                bridges,
+                lease_script=hook,
+                log_each_exchange=self.settings.log_level == "debug",
+            )
         self.sync = DhcpSync(
             daemon_for(self.settings, self.managed),
             directory,
@@ -134,8 +162,18 @@ class DhcpService:
         await self.sync.sync_now()
         if self.managed is not None:
             await self.managed.start()
+        if self.lease_watch is not None:
+            try:
+                await self.lease_watch.start()
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot follow the lease file {self.lease_watch.leases.path}: {exc}; "
+                    'set dhcp.leases = "hook" to have the daemon report leases instead'
+                ) from None
 
     async def stop(self) -> None:
+        if self.lease_watch is not None:
+            await self.lease_watch.stop()
         if self.sync is not None:
             await self.sync.stop()
         if self.managed is not None:
