@@ -146,6 +146,7 @@ async def test_guest_life(
     assert guest.files() == before
     assert connections(silent_listener) == 0
     assert "nothing to do" in guest.log().splitlines()[-1]
+    assert "result: configured" in guest.log()  # the first boot's lines are kept
 
     # --ask, nothing re-armed: the server is asked, the instance id is the same: no change.
     point(guest, guest_url(service), layout)
