@@ -170,7 +170,7 @@ async def test_nobody_reads_no_file_and_dnsmasq_still_reads_its_own(
             "dhcp/dnsmasq.conf",
             "dhcp/dnsmasq-hosts",
             "dhcp/dnsmasq.leases",
-            "dhcp/lease-hook",
+            "signing-key.pem",
         }, names
         for path in files:
             if path == open_base / "config.toml":
