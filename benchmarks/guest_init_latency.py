@@ -25,7 +25,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from metadata_server.app import MetadataService  # noqa: E402
-from tests.conftest import make_settings  # noqa: E402
 from tests.guest_init.conftest import (  # noqa: E402
     MAC,
     SHELLS,
@@ -36,6 +35,7 @@ from tests.guest_init.conftest import (  # noqa: E402
     timed_first_boot,
 )
 from tests.support.rootfs import build_rootfs  # noqa: E402
+from tests.support.service import make_settings  # noqa: E402
 
 
 async def measure(shell: str, runs: int, workdir: Path) -> list[tuple[float, float]]:

@@ -26,8 +26,8 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from metadata_server.app import MetadataService  # noqa: E402
-from tests.conftest import ADMIN_TOKEN, make_settings  # noqa: E402
 from tests.support.import_load import GuestTimes, import_body, watch_guest  # noqa: E402
+from tests.support.service import ADMIN_TOKEN, make_settings  # noqa: E402
 from tests.test_guest_api import loopback_guest  # noqa: E402
 
 GOAL = 2.0

@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from metadata_server.cloud.options import CloudOptions  # noqa: E402
 from metadata_server.documents import DocumentOptions, GuestView, guest_view  # noqa: E402
-from metadata_server.fallback.iso import LABELS, Layout, config_iso, iso_files  # noqa: E402
-from metadata_server.fallback.isoimage import build_image  # noqa: E402
+from metadata_server.iso.image import build_image  # noqa: E402
+from metadata_server.iso.layout import LABELS, Layout, config_iso, iso_files  # noqa: E402
 from metadata_server.model import VM, State, parse_vm  # noqa: E402
 
 NONCE = "0123456789abcdef0123456789abcdef"

@@ -24,7 +24,6 @@ from metadata_server.dhcp.service import METADATA_ADDRESS, DhcpService, dhcp_net
 from metadata_server.dns.service import DnsService
 from metadata_server.documents import DocumentOptions
 from metadata_server.errors import ConfigError
-from metadata_server.fallback.service import IsoFallback
 from metadata_server.guard.service import BridgeGuard
 from metadata_server.http.admin import make_admin_app
 from metadata_server.http.cloud import add_routes as add_cloud_routes
@@ -45,6 +44,7 @@ from metadata_server.http.keys import (
     TOKEN_SECRET,
 )
 from metadata_server.identity import IdentityPolicy, IdentityResolver, NeighbourLookup
+from metadata_server.iso.service import IsoFallback
 from metadata_server.model import AddressRules
 from metadata_server.netlink import (
     BridgeAddressError,

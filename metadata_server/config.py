@@ -20,9 +20,9 @@ from metadata_server.dhcp.render import Subnet
 from metadata_server.digits import ascii_decimal, ascii_int
 from metadata_server.dns.settings import DnsSettings, parse_endpoint
 from metadata_server.errors import ConfigError, InvalidInput
-from metadata_server.fallback.settings import IsoSettings, iso_settings
 from metadata_server.guard.settings import GuardSettings, guard_settings
 from metadata_server.identity import VERIFY_MODES
+from metadata_server.iso.settings import IsoSettings, iso_settings
 from metadata_server.model import parse_domain
 from metadata_server.store.dsn import is_postgres_url
 

@@ -13,7 +13,8 @@ import pytest
 from metadata_server.app import MetadataService
 from metadata_server.errors import Conflict
 from metadata_server.passwords import verify_password
-from tests.conftest import ADMIN_TOKEN, SAMPLE_HASH, Api, guest_body, mac_of, make_settings
+from tests.support.records import SAMPLE_HASH, guest_body, mac_of
+from tests.support.service import ADMIN_TOKEN, Api, make_settings
 
 MAC = mac_of(1)
 

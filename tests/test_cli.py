@@ -12,7 +12,8 @@ import pytest
 
 from metadata_server import __version__
 from metadata_server.app import MetadataService
-from tests.conftest import ADMIN_TOKEN, SAMPLE_KEY, guest_body, mac_of
+from tests.support.records import SAMPLE_KEY, guest_body, mac_of
+from tests.support.service import ADMIN_TOKEN
 
 
 async def cli(

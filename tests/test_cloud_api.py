@@ -18,7 +18,8 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from metadata_server.app import MetadataService
-from tests.conftest import SAMPLE_HASH, SAMPLE_KEY, guest_body, mac_of, make_settings
+from tests.support.records import SAMPLE_HASH, SAMPLE_KEY, guest_body, mac_of
+from tests.support.service import make_settings
 
 
 async def started(tmp_path: Path, **flags: object) -> MetadataService:

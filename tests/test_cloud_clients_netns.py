@@ -22,9 +22,10 @@ from pathlib import Path
 import pytest
 
 from metadata_server.app import MetadataService
-from tests.conftest import SAMPLE_KEY, guest_body, make_settings, start_in_netns
 from tests.support.netns import BridgeNetwork, Guest, Netns, bridge_network, in_netns, run, unique
+from tests.support.records import SAMPLE_KEY, guest_body
 from tests.support.requirements import in_ci, need_root, need_tools
+from tests.support.service import make_settings, start_in_netns
 
 MAC = "02:00:c6:12:00:0b"
 USER_DATA = "#!/bin/sh\necho from-user-data\n"

@@ -21,10 +21,11 @@ from metadata_server.dhcp.commands import DaemonError
 from metadata_server.dhcp.daemons import Dnsmasq
 from metadata_server.digits import ascii_decimal, ascii_int, integer, number
 from metadata_server.errors import ConfigError
-from metadata_server.fallback.xenstore_tools import unescape
 from metadata_server.store import dsn
 from metadata_server.tokens import parse_ttl
-from tests.conftest import ADMIN_TOKEN, guest_body, mac_of
+from metadata_server.xen.xenstore import unescape
+from tests.support.records import guest_body, mac_of
+from tests.support.service import ADMIN_TOKEN
 
 ARABIC_THREE = "\u0663"
 NOT_NUMBERS = [

@@ -15,8 +15,9 @@ import pytest
 from metadata_server.app import MetadataService
 from metadata_server.config import build_settings
 from metadata_server.demo import DEMO_MAC, ensure_demo_guest
-from tests.conftest import Api, guest_body, mac_of, make_settings
+from tests.support.records import guest_body, mac_of
 from tests.support.requirements import need_tools
+from tests.support.service import Api, make_settings
 
 SUBNETS = [{"cidr": "198.18.0.0/24", "gateway": "198.18.0.1"}]
 

@@ -20,9 +20,10 @@ from pathlib import Path
 import pytest
 
 from metadata_server.app import MetadataService
-from tests.conftest import guest_body, make_settings, start_in_netns
 from tests.support.netns import BridgeNetwork, Guest, bridge_network
+from tests.support.records import guest_body
 from tests.support.requirements import need_root, need_tools
+from tests.support.service import make_settings, start_in_netns
 
 OWNER_MAC = "02:00:c6:12:00:0b"
 SPOOF_MAC = "02:00:c6:12:00:66"

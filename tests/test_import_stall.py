@@ -11,9 +11,9 @@ from pathlib import Path
 import aiohttp
 
 from metadata_server.app import MetadataService
-from tests.conftest import ADMIN_TOKEN, make_settings
 from tests.support.import_load import import_body, watch_guest
 from tests.support.requirements import need_tools
+from tests.support.service import ADMIN_TOKEN, make_settings
 from tests.test_guest_api import loopback_guest
 
 ROWS = 50_000

@@ -32,7 +32,7 @@ from metadata_server.model import (
     parse_vm,
     spec_to_json,
 )
-from tests.conftest import SAMPLE_HASH, SAMPLE_KEY, guest_body, mac_of
+from tests.support.records import SAMPLE_HASH, SAMPLE_KEY, guest_body, mac_of
 
 
 @pytest.mark.parametrize(

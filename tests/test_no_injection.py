@@ -53,7 +53,7 @@ from metadata_server.model import (
     parse_user_data,
     parse_vm,
 )
-from tests.conftest import SAMPLE_HASH, SAMPLE_KEY, mac_of
+from tests.support.records import SAMPLE_HASH, SAMPLE_KEY, mac_of
 from tests.support.requirements import need_tools
 
 ZONE = "guests.internal"

@@ -23,7 +23,7 @@ from metadata_server.http.openapi_schemas import (
     SSH_KEY_PATTERN,
 )
 from metadata_server.passwords import hash_password
-from tests.conftest import SAMPLE_HASH, SAMPLE_KEY
+from tests.support.records import SAMPLE_HASH, SAMPLE_KEY
 
 
 def test_every_route_is_described_and_every_description_is_a_route() -> None:

@@ -30,8 +30,8 @@ from schemathesis.core import NOT_SET
 from metadata_server.http.openapi import openapi_document
 from metadata_server.http.openapi_schemas import HOST_IPV4_PATTERN
 from metadata_server.model import MAX_USER_DATA_BYTES
-from tests.conftest import ADMIN_TOKEN
 from tests.support.server_process import server_process
+from tests.support.service import ADMIN_TOKEN
 
 EXAMPLES = 30  # per operation
 

@@ -21,9 +21,9 @@ import aiohttp
 import pytest
 
 from metadata_server.store.sqlite import SQLiteStore
-from tests.conftest import guest_body, mac_of
 from tests.support.dhcp_client import get_lease, install_script
 from tests.support.netns import BridgeNetwork, bridge_network
+from tests.support.records import guest_body, mac_of
 from tests.support.requirements import need_root, need_tools
 from tests.support.server_process import ServerProcess, server_process
 

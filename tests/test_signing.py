@@ -16,8 +16,9 @@ import pytest
 from metadata_server.app import MetadataService
 from metadata_server.errors import ConfigError
 from metadata_server.signing import ensure_key, load_key
-from tests.conftest import guest_body, mac_of, make_settings
+from tests.support.records import guest_body, mac_of
 from tests.support.requirements import need_tools
+from tests.support.service import make_settings
 
 LOCAL = {"address": "127.0.0.1", "prefix": 8, "gateway": "127.0.0.254"}
 

@@ -25,8 +25,9 @@ import pytest
 
 from metadata_server.app import MetadataService
 from metadata_server.store.sqlite import SQLiteStore
-from tests.conftest import ADMIN_TOKEN, Api, guest_body, mac_of, make_settings
+from tests.support.records import guest_body, mac_of
 from tests.support.requirements import need_root, need_tools
+from tests.support.service import ADMIN_TOKEN, Api, make_settings
 from tests.test_guest_api import client_from, loopback_guest
 
 BIG = "#!/bin/sh\n" + "x" * 60_000  # a change that needs new pages in the WAL

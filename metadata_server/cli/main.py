@@ -11,6 +11,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator, Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
 # The subcommands are imported when the parser is built, not here: the DHCP lease hook
 # runs once per lease and must start fast (see main()).
+PLUGIN_GROUP = "metadata_server.commands"
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +31,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from metadata_server.cli import compare, db, dhcp, iso, key, serve, vm
+    from metadata_server.cli import db, dhcp, iso, key, serve, vm
 
     parser = argparse.ArgumentParser(
         prog="metadata-server",
@@ -63,11 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     key_commands = p.add_subparsers(dest="key_command", required=True, metavar="ACTION")
     key.add_parsers(key_commands, _add_common)
 
-    p = commands.add_parser(
-        "compare", help="boot simulated guests by both methods and compare them"
-    )
-    compare.add_arguments(p)
-    p.set_defaults(handler=compare.run)
+    for plugin in entry_points(group=PLUGIN_GROUP):
+        # Commands installed by other distributions, such as the test bench's `compare`.
+        plugin.load()(commands)
     return parser
 
 

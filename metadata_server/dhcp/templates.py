@@ -12,7 +12,7 @@ import jinja2
 def template_environment(directory: Path | None = None) -> jinja2.Environment:
     loader: jinja2.BaseLoader
     if directory is None:
-        loader = jinja2.PackageLoader("dhcp_templates", ".")
+        loader = jinja2.PackageLoader("metadata_server.dhcp_templates", ".")
     else:
         loader = jinja2.FileSystemLoader(str(directory))
     return jinja2.Environment(

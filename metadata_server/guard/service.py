@@ -22,9 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from metadata_server.errors import ConfigError
-from metadata_server.fallback.vifs import vif_ports
-from metadata_server.fallback.xen import XenHost
-from metadata_server.fallback.xen_errors import XenError
 from metadata_server.guard.nft import DropCounts, Nft, NftError
 from metadata_server.guard.rules import (
     GuardPlan,
@@ -38,6 +35,9 @@ from metadata_server.guard.settings import GuardSettings
 from metadata_server.netlink import BridgeAddressError, BridgePorts
 from metadata_server.snapshot import GuestSnapshot
 from metadata_server.store.base import Change, Store
+from metadata_server.xen.errors import XenError
+from metadata_server.xen.host import XenHost
+from metadata_server.xen.vifs import vif_ports
 
 log = logging.getLogger(__name__)
 COUNTER_INTERVAL = 10.0

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, guest_body, mac_of
 from tests.support.dhcp_client import get_lease, install_script, option_text
 from tests.support.dom0 import admin_call, dom0_config, wait_for_dhcp, wait_for_state
 from tests.support.netns import BridgeNetwork, bridge_network
+from tests.support.records import guest_body, mac_of
 from tests.support.requirements import need_root, need_tools
 from tests.support.server_process import server_process
+from tests.support.service import ADMIN_TOKEN
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "dhcp_templates"
 

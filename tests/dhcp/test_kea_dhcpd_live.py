@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, guest_body, mac_of
 from tests.support.dhcp_client import get_lease, install_script, option_text
 from tests.support.dom0 import admin_call as admin
 from tests.support.dom0 import wait_for_dhcp, wait_for_state
 from tests.support.netns import BridgeNetwork, Netns, bridge_network
+from tests.support.records import guest_body, mac_of
 from tests.support.requirements import need_root, need_tools
 from tests.support.server_process import server_process
+from tests.support.service import ADMIN_TOKEN
 
 RUN_SCRIPT = Path("/usr/lib/x86_64-linux-gnu/kea/hooks/libdhcp_run_script.so")
 

@@ -22,8 +22,9 @@ from metadata_server.dhcp.sync import DhcpSync
 from metadata_server.dhcp.templates import template_environment
 from metadata_server.model import VM, State, parse_vm
 from metadata_server.store import Store, open_store
-from tests.conftest import ADMIN_TOKEN, guest_body, mac_of, make_settings
+from tests.support.records import guest_body, mac_of
 from tests.support.requirements import need_tools
+from tests.support.service import ADMIN_TOKEN, make_settings
 
 SUBNET = Subnet(
     ipaddress.IPv4Network("198.18.0.0/24"),

@@ -16,7 +16,7 @@ import pytest
 from metadata_server.dhcp.render import DAEMONS, DhcpPlan, Subnet, render
 from metadata_server.dhcp.templates import template_environment
 from metadata_server.model import VM, IPv4Config, State, parse_vm
-from tests.conftest import mac_of
+from tests.support.records import mac_of
 from tests.support.requirements import need_tools
 
 SUBNETS = (

@@ -17,8 +17,9 @@ from metadata_server.cli.lease_hook import lease_reports
 from metadata_server.dhcp.sync import DhcpStatus
 from metadata_server.errors import ConfigError, InvalidInput
 from metadata_server.model import State
-from tests.conftest import guest_body, mac_of, make_settings
+from tests.support.records import guest_body, mac_of
 from tests.support.requirements import need_tools
+from tests.support.service import make_settings
 
 SUBNETS = [{"cidr": "198.18.0.0/16", "gateway": "198.18.0.1", "dns": ["198.18.0.1"]}]
 

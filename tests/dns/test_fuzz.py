@@ -16,9 +16,9 @@ from dnslib import DNSRecord
 from metadata_server.dns.answer import Drop, Forward, Reply, Transport, answer
 from metadata_server.dns.zone import Zone
 from metadata_server.registry import Registry
-from tests.conftest import guest_body, mac_of
 from tests.dns.conftest import StartResponder, StartUpstream
 from tests.dns.support import ZONE, dns_settings, make_vm, parse, query, tcp_exchange, udp_exchange
+from tests.support.records import guest_body, mac_of
 
 SEED = 20261126
 

@@ -25,13 +25,14 @@ import pytest
 
 from metadata_server.documents import DocumentOptions, render_guest_document
 from metadata_server.model import VM, State, parse_vm
-from tests.conftest import ADMIN_TOKEN, guest_body
 from tests.guest_init.conftest import Guest
 from tests.support.dom0 import admin_call, dom0_config, wait_for_dhcp
 from tests.support.netns import BridgeNetwork, bridge_network
 from tests.support.netns import Guest as Port
+from tests.support.records import guest_body
 from tests.support.requirements import need_root, need_tools
 from tests.support.server_process import ServerProcess, server_process
+from tests.support.service import ADMIN_TOKEN
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "dhcp_templates"
 VICTIM = ("02:00:c6:12:02:0a", "198.18.0.61")

@@ -20,9 +20,10 @@ from metadata_server.app import MetadataService
 from metadata_server.config import Settings
 from metadata_server.errors import ConfigError
 from metadata_server.guard.nft import Nft
-from tests.conftest import ADMIN_TOKEN, guest_body, mac_of, make_settings, start_in_netns
 from tests.support.netns import BridgeNetwork, bridge_network, in_netns
+from tests.support.records import guest_body, mac_of
 from tests.support.requirements import need_root, need_tools
+from tests.support.service import ADMIN_TOKEN, make_settings, start_in_netns
 
 REFUSING_NFT = Path(__file__).resolve().parents[1] / "support" / "nft-kernel-refuses"
 

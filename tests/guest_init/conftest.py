@@ -27,8 +27,8 @@ from aiohttp import web
 
 from metadata_server.app import MetadataService
 from metadata_server.model import State
-from tests.conftest import SAMPLE_HASH, SAMPLE_KEY, guest_body, mac_of
 from tests.guest_init.stub import Stub
+from tests.support.records import SAMPLE_HASH, SAMPLE_KEY, guest_body, mac_of
 from tests.support.requirements import need_root, need_tools
 from tests.support.rootfs import Rootfs, build_rootfs
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from tests.conftest import SAMPLE_HASH, SAMPLE_KEY
+from tests.support.records import SAMPLE_HASH, SAMPLE_KEY
 
 TOKEN_HEADER = "X-aws-ec2-metadata-token"
 TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"

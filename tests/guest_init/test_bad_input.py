@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SAMPLE_HASH, SAMPLE_KEY
 from tests.guest_init.conftest import Guest, Serve
 from tests.guest_init.stub import GOOD, USER_DATA_URL, Stub, doc, replaced
+from tests.support.records import SAMPLE_HASH, SAMPLE_KEY
 from tests.support.requirements import need_tools
 
 CANARY = "/tmp/pwned"

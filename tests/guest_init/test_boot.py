@@ -20,7 +20,6 @@ import pytest
 
 from metadata_server.app import MetadataService
 from metadata_server.model import State
-from tests.conftest import SAMPLE_HASH, SAMPLE_KEY
 from tests.guest_init.conftest import (
     MAC,
     UUID,
@@ -31,6 +30,7 @@ from tests.guest_init.conftest import (
     key_id,
     loopback_guest,
 )
+from tests.support.records import SAMPLE_HASH, SAMPLE_KEY
 
 OLD_KEY = ed25519_key(1, "kept@template")
 NEW_KEY = ed25519_key(2, "new@admin")

@@ -20,9 +20,9 @@ import pytest
 
 from metadata_server.app import MetadataService
 from metadata_server.documents import DocumentOptions, render_guest_document
-from tests.conftest import SAMPLE_HASH
 from tests.guest_init.conftest import MAC, Guest, loopback_guest
 from tests.support.isomount import install_iso9660_standin
+from tests.support.records import SAMPLE_HASH
 from tests.support.requirements import need_tools
 
 NONCE = "n0nce-4f2a9c"

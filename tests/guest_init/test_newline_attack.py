@@ -10,8 +10,9 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from metadata_server.app import MetadataService
-from tests.conftest import SAMPLE_KEY, Api
 from tests.guest_init.conftest import MAC, Guest, ed25519_key, guest_url, key_id, loopback_guest
+from tests.support.records import SAMPLE_KEY
+from tests.support.service import Api
 
 ATTACKER_KEY = ed25519_key(7, "attacker@elsewhere")
 ATTACK = {"note\n": f"ssh_key {ATTACKER_KEY}"}

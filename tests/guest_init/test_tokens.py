@@ -17,9 +17,10 @@ import pytest
 
 from metadata_server.app import MetadataService
 from metadata_server.model import State
-from tests.conftest import SAMPLE_HASH, make_settings
 from tests.guest_init.conftest import MAC, Guest, Serve, guest_url, loopback_guest
 from tests.guest_init.stub import USER_DATA_URL, Stub, doc
+from tests.support.records import SAMPLE_HASH
+from tests.support.service import make_settings
 
 USER_DATA = "#!/bin/sh\ntouch /tmp/user-data-ran\n"
 TOKEN = re.compile(r"\d{9,}\.[A-Za-z0-9_-]{20,}")  # what the real server's tokens look like

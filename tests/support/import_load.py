@@ -26,7 +26,7 @@ TICK = 0.01
 
 def import_body(rows: int, *, first: int = 0) -> bytes:
     """NDJSON of `rows` valid guests on 10.0.0.0/8, none on the loopback guest's address."""
-    from tests.conftest import guest_body
+    from tests.support.records import guest_body
 
     lines = []
     for n in range(first, first + rows):
