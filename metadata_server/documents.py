@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from metadata_server.cloud.tree import FileTree
 from metadata_server.model import VM, State, has_forbidden_characters
 
 TEXT_FORMAT_VERSION = 1
@@ -55,8 +56,8 @@ class GuestView:
 class GuestDocument:
     """Everything the guest fast path serves for one guest, rendered once.
 
-    `derived` holds views rendered from this document on first use (the cloud trees);
-    a new record gets a new document, so nothing in it can go stale.
+    `later` holds what is rendered from it on first use (the cloud trees, the
+    signature); a new record gets a new document, so nothing in it can go stale.
     """
 
     view: GuestView
@@ -65,7 +66,17 @@ class GuestDocument:
     text_body: bytes
     etag: str
     user_data: bytes | None
-    derived: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    later: Renderings = field(default_factory=lambda: Renderings(), compare=False, repr=False)
+
+
+@dataclass(slots=True)
+class Renderings:
+    """What is rendered from a guest's document when first asked for, and kept with it."""
+
+    ec2: FileTree | None = None
+    openstack: FileTree | None = None
+    nocloud: FileTree | None = None
+    signature: bytes | None = None
 
 
 def guest_view(vm: VM, options: DocumentOptions) -> GuestView:

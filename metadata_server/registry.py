@@ -38,7 +38,8 @@ from metadata_server.model import (
     spec_to_json,
 )
 from metadata_server.passwords import DEFAULT_ROUNDS, generate_password, hash_password, make_salt
-from metadata_server.store.base import Change, Store
+from metadata_server.store.base import Change, ChangeEvent, ChangeListener, Store
+from metadata_server.waiting import KeyedWaiters
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,14 @@ class ImportResult:
     created: int
     updated: int
     generated_passwords: dict[str, str] = field(default_factory=dict, repr=False)
+
+
+@dataclass(eq=False)  # each wait is its own, however alike
+class _Watch:
+    """One `Registry.wait`: the newest record of its guest it has heard of."""
+
+    record: VM | None = None
+    heard: bool = False  # a change arrived since the wait began
 
 
 class Registry:
@@ -78,8 +87,9 @@ class Registry:
         self._rounds = password_rounds
         # Read-modify-write sequences (PATCH, state reports) must not interleave.
         self._lock = asyncio.Lock()
-        self._state_waiters: dict[str, list[asyncio.Future[VM]]] = {}
-        store.subscribe(self._wake_waiters)
+        self._waiters = KeyedWaiters()
+        self._watched: dict[str, list[_Watch]] = {}  # MAC → the waits on it
+        store.subscribe(self._follow)
 
     # --- helpers --------------------------------------------------------------------
 
@@ -219,7 +229,7 @@ class Registry:
                 message=None,
                 updated_at=now,
             )
-            await self.store.replace(vm, event="state")
+            await self.store.replace(vm, event=ChangeEvent.STATE)
             return vm
 
     # --- state changes --------------------------------------------------------------
@@ -228,7 +238,7 @@ class Registry:
         async with self._lock:
             previous = await self.get(mac)
             vm = previous.with_state(state, self._clock(), message)
-            await self.store.replace(vm, event="state")
+            await self.store.replace(vm, event=ChangeEvent.STATE)
             return vm
 
     async def mark_fetched(self, mac: str) -> None:
@@ -243,7 +253,7 @@ class Registry:
                 if previous is None or previous.state not in (State.REGISTERED, State.LEASED):
                     return
                 vm = previous.with_state(State.FETCHED, self._clock(), previous.message)
-                await self.store.replace(vm, event="state")
+                await self.store.replace(vm, event=ChangeEvent.STATE)
             except Unavailable as exc:
                 log.warning("could not mark %s fetched: %s", mac, exc.detail)
 
@@ -272,41 +282,56 @@ class Registry:
             else:
                 times = {**previous.state_times, State.LEASED.value: now}
                 vm = replace(previous, state_times=times, updated_at=now)
-            await self.store.replace(vm, event="state")
+            await self.store.replace(vm, event=ChangeEvent.STATE)
             return vm
 
-    def _wake_waiters(self, changes: Sequence[Change]) -> None:
+    # --- the change feed, and waiting on it ---------------------------------------------
+
+    def subscribe(self, listener: ChangeListener) -> Callable[[], None]:
+        """Hear every committed batch of changes; returns the function that stops it."""
+        return self.store.subscribe(listener)
+
+    def _follow(self, changes: Sequence[Change]) -> None:
         for change in changes:
-            for waiter in self._state_waiters.pop(change.mac, []):
-                if not waiter.done():
-                    if change.vm is None:
-                        waiter.set_exception(
-                            NotFound(f"guest {change.mac} was deleted", field="mac")
-                        )
-                    else:
-                        waiter.set_result(change.vm)
+            for watch in self._watched.get(change.mac, ()):
+                watch.record, watch.heard = change.vm, True
+            self._waiters.wake(change.mac)
+
+    async def wait(
+        self, mac: str, until: Callable[[VM | None], bool], timeout: float | None
+    ) -> VM | None:
+        """The guest's record as soon as `until(record)` holds (the record is None once the
+        guest is deleted), or as it is when `timeout` seconds have passed."""
+        the_mac = parse_mac(mac)
+        watch = _Watch()
+
+        def check() -> _Watch | None:
+            return watch if until(watch.record) else None
+
+        watched = self._watched.setdefault(the_mac, [])
+        watched.append(watch)
+        try:
+            # Watched before it is read: a change committed meanwhile is not missed.
+            current = await self.store.get(the_mac)
+            if not watch.heard:
+                watch.record = current
+            await self._waiters.wait(the_mac, check, timeout)
+            return watch.record
+        finally:
+            watched.remove(watch)
+            if not watched:
+                del self._watched[the_mac]
 
     async def wait_for_state(self, mac: str, *, unlike: State | None, timeout: float) -> VM:
         """The record once its state differs from `unlike` (default: its state now)."""
         vm = await self.get(mac)
         baseline = unlike or vm.state
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while vm.state is baseline:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            waiter: asyncio.Future[VM] = loop.create_future()
-            self._state_waiters.setdefault(vm.mac, []).append(waiter)
-            try:
-                vm = await asyncio.wait_for(waiter, remaining)
-            except TimeoutError:
-                break
-            finally:
-                waiters = self._state_waiters.get(vm.mac, [])
-                if waiter in waiters:
-                    waiters.remove(waiter)
-        return vm
+        found = await self.wait(
+            vm.mac, lambda record: record is None or record.state is not baseline, timeout
+        )
+        if found is None:
+            raise NotFound(f"guest {vm.mac} was deleted", field="mac")
+        return found
 
 
 def _parse_rows(rows: Sequence[object], rules: AddressRules) -> list[VMInput]:

@@ -11,12 +11,12 @@ change batch is applied on the event loop in one go, and rendering every guest o
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Sequence
 
 from metadata_server.documents import DocumentOptions, GuestDocument, render_guest_document
 from metadata_server.model import VM
 from metadata_server.store.base import Change
+from metadata_server.waiting import KeyedWaiters
 
 
 class GuestSnapshot:
@@ -29,7 +29,7 @@ class GuestSnapshot:
         self._by_address: dict[str, GuestDocument] = {}
         self._unrendered: dict[str, VM] = {}  # by address; never also in _by_address
         self._address_of_mac: dict[str, str] = {}
-        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._waiters = KeyedWaiters()
 
     def __len__(self) -> int:
         return len(self._by_address) + len(self._unrendered)
@@ -53,9 +53,7 @@ class GuestSnapshot:
         self._wake(vm.mac)
 
     def _wake(self, mac: str) -> None:
-        for waiter in self._waiters.pop(mac, []):
-            if not waiter.done():
-                waiter.set_result(None)
+        self._waiters.wake(mac)
 
     def _drop(self, mac: str) -> None:
         address = self._address_of_mac.pop(mac, None)
@@ -106,18 +104,10 @@ class GuestSnapshot:
     async def wait_for_change(self, mac: str, etag: str, timeout: float) -> GuestDocument | None:
         """The guest's document once its ETag differs from `etag`, or after `timeout`
         seconds the document as it is then (None when the guest is gone)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
+
+        def changed() -> tuple[GuestDocument | None] | None:
             document = self.by_mac(mac)
-            remaining = deadline - loop.time()
-            if document is None or document.etag != etag or remaining <= 0:
-                return document
-            waiter: asyncio.Future[None] = loop.create_future()
-            self._waiters.setdefault(mac, []).append(waiter)
-            try:
-                await asyncio.wait_for(waiter, remaining)
-            except TimeoutError:
-                waiters = self._waiters.get(mac, [])
-                if waiter in waiters:
-                    waiters.remove(waiter)
+            return (document,) if document is None or document.etag != etag else None
+
+        answer = await self._waiters.wait(mac, changed, timeout)
+        return answer[0] if answer is not None else self.by_mac(mac)

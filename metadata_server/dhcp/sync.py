@@ -27,7 +27,7 @@ from metadata_server.dhcp.daemons import Daemon
 from metadata_server.dhcp.files import read_files, replace_files
 from metadata_server.dhcp.render import DAEMON_FILES, DhcpPlan, LeftOut, render
 from metadata_server.errors import MetadataError
-from metadata_server.store.base import Change, Store
+from metadata_server.store.base import Change, ChangeEvent, Store
 
 log = logging.getLogger(__name__)
 MAX_LOGGED = 10  # left-out guests named in the log per change; the status has them all
@@ -101,7 +101,7 @@ class DhcpSync:
                 await self._worker
 
     def _on_change(self, changes: Sequence[Change]) -> None:
-        if any(change.event != "state" for change in changes):
+        if any(change.event != ChangeEvent.STATE for change in changes):
             self._dirty.set()
 
     async def _run(self) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 from metadata_server.dns.settings import DnsSettings
 from metadata_server.model import VM, is_label
-from metadata_server.store.base import Change
+from metadata_server.store.base import Change, ChangeEvent
 
 MAX_NAME_LENGTH = 253
 SERIAL_MODULUS = 1 << 32
@@ -83,7 +83,7 @@ class Zone:
             pointers={reverse_name(settings.metadata_address): metadata_fqdn},
             empty=frozenset(empty),
         )
-        changes = [Change("created", vm.mac, vm) for vm in vms]
+        changes = [Change(ChangeEvent.CREATED, vm.mac, vm) for vm in vms]
         return replace(zone.with_changes(changes), serial=serial % SERIAL_MODULUS)
 
     def entry(self, vm: VM) -> Entry | None:

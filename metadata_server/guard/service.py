@@ -34,7 +34,7 @@ from metadata_server.guard.rules import (
 from metadata_server.guard.settings import GuardSettings
 from metadata_server.netlink import BridgeAddressError, BridgePorts
 from metadata_server.snapshot import GuestSnapshot
-from metadata_server.store.base import Change, Store
+from metadata_server.store.base import Change, ChangeEvent, Store
 from metadata_server.xen.errors import XenError
 from metadata_server.xen.host import XenHost
 from metadata_server.xen.vifs import vif_ports
@@ -166,7 +166,7 @@ class BridgeGuard:
     # --- keeping the sets current -------------------------------------------------------
 
     def _on_changes(self, changes: Sequence[Change]) -> None:
-        if any(change.event != "state" for change in changes):
+        if any(change.event != ChangeEvent.STATE for change in changes):
             self._dirty.set()
 
     def mark_dirty(self) -> None:

@@ -221,7 +221,7 @@ async def events(request: web.Request) -> web.StreamResponse:
             return
         queue.put_nowait(changes)
 
-    unsubscribe = request.app[REGISTRY].store.subscribe(listener)
+    unsubscribe = request.app[REGISTRY].subscribe(listener)
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )

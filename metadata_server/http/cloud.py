@@ -19,7 +19,6 @@ from metadata_server.cloud.nocloud import nocloud_files
 from metadata_server.cloud.openstack import OPENSTACK_VERSIONS, openstack_files
 from metadata_server.cloud.openstack import VERSIONS_LISTING as OPENSTACK_LISTING
 from metadata_server.cloud.tree import FileTree
-from metadata_server.documents import GuestDocument
 from metadata_server.errors import Forbidden, InvalidInput, NotFound
 from metadata_server.http.guest import guest_action, guest_route
 from metadata_server.http.keys import ACCESS, CLOUD_OPTIONS, SETTINGS
@@ -38,25 +37,26 @@ def _text(body: bytes) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": TEXT, "Cache-Control": "no-store"})
 
 
-def _derived(request: web.Request, document: GuestDocument, name: str) -> object:
-    """A cloud view of this document, rendered on first use and kept with it."""
-    cached = document.derived.get(name)
-    if cached is None:
+def _ec2(request: web.Request, caller: Caller) -> FileTree:
+    later = caller.document.later
+    if later.ec2 is None:
+        later.ec2 = ec2_tree(caller.document.view, request.app[CLOUD_OPTIONS])
+    return later.ec2
+
+
+def _openstack(request: web.Request, caller: Caller) -> FileTree:
+    later = caller.document.later
+    if later.openstack is None:
         options = request.app[CLOUD_OPTIONS]
-        if name == "ec2":
-            cached = ec2_tree(document.view, options)
-        elif name == "openstack":
-            cached = FileTree(openstack_files(document.view, options))
-        else:
-            cached = FileTree(nocloud_files(document.view))
-        document.derived[name] = cached
-    return cached
+        later.openstack = FileTree(openstack_files(caller.document.view, options))
+    return later.openstack
 
 
-def _tree(request: web.Request, caller: Caller, name: str) -> FileTree:
-    tree = _derived(request, caller.document, name)
-    assert isinstance(tree, FileTree)
-    return tree
+def _nocloud(caller: Caller) -> FileTree:
+    later = caller.document.later
+    if later.nocloud is None:
+        later.nocloud = FileTree(nocloud_files(caller.document.view))
+    return later.nocloud
 
 
 # --- EC2 -------------------------------------------------------------------------------
@@ -71,7 +71,7 @@ def ec2_path(request: web.Request, caller: Caller) -> web.StreamResponse:
     if version not in _VERSIONS:
         raise NotFound("Not Found")
     path = request.match_info.get("path", "")
-    tree = _tree(request, caller, "ec2")
+    tree = _ec2(request, caller)
     if path == "user-data" and caller.document.view.user_data is None:
         raise NotFound("Not Found")
     body = tree.lookup(path)
@@ -113,14 +113,14 @@ def openstack_versions(request: web.Request, caller: Caller) -> web.StreamRespon
 def openstack_path(request: web.Request, caller: Caller) -> web.StreamResponse:
     if request.match_info["version"] not in _OPENSTACK_VERSIONS:
         raise NotFound("Not Found")
-    body = _tree(request, caller, "openstack").lookup(request.match_info.get("path", ""))
+    body = _openstack(request, caller).lookup(request.match_info.get("path", ""))
     if body is None:
         raise NotFound("Not Found")
     return _text(body)
 
 
 def nocloud_path(request: web.Request, caller: Caller) -> web.StreamResponse:
-    body = _tree(request, caller, "nocloud").lookup(request.match_info.get("path", ""))
+    body = _nocloud(caller).lookup(request.match_info.get("path", ""))
     if body is None:
         raise NotFound("Not Found")
     return _text(body)

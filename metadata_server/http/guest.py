@@ -4,9 +4,9 @@ Every request is answered from the in-memory snapshot; the only database writes 
 once-per-boot `fetched` mark and the guest's status report. The caller is identified by
 `IdentityResolver`; nothing here ever looks a guest up by anything the request says.
 
-Guest routes are wrapped by `guest_route` instead of an app middleware: it resolves the
-caller and maps errors in one coroutine layer, which keeps the hot path close to a bare
-aiohttp handler.
+Each route is a view of the caller's document wrapped by `guest_route` (or
+`guest_action` when the view must await): the wrapper asks `GuestAccess` who the caller
+is, marks a first read `fetched`, and turns a MetadataError into its response.
 """
 
 from __future__ import annotations
@@ -184,14 +184,7 @@ def _not_modified(request: web.Request, document: GuestDocument) -> bool:
 
 
 def _headers(document: GuestDocument, content_type: str) -> dict[str, str]:
-    """The response headers of a document view, made once per document and kept with it.
-    One dict with the content type in it is the cheapest way aiohttp builds a response
-    (it copies the dict, so the kept one is never changed)."""
-    headers: dict[str, str] | None = document.derived.get(content_type)
-    if headers is None:
-        headers = {"Content-Type": content_type, "ETag": document.etag, "Cache-Control": "no-store"}
-        document.derived[content_type] = headers
-    return headers
+    return {"Content-Type": content_type, "ETag": document.etag, "Cache-Control": "no-store"}
 
 
 def config_json(request: web.Request, caller: Caller) -> web.StreamResponse:
@@ -243,10 +236,9 @@ def config_text(request: web.Request, caller: Caller) -> web.StreamResponse:
 def config_text_signature(request: web.Request, caller: Caller) -> web.StreamResponse:
     """The Ed25519 signature of this guest's exact /v1/config.txt bytes (64 bytes)."""
     document = caller.document
-    signature: bytes | None = document.derived.get("signature")
+    signature = document.later.signature
     if signature is None:
-        signature = request.app[SIGNER].sign(document.text_body)
-        document.derived["signature"] = signature
+        signature = document.later.signature = request.app[SIGNER].sign(document.text_body)
     return web.Response(
         body=signature,
         headers={"Content-Type": "application/octet-stream", "Cache-Control": "no-store"},

@@ -75,7 +75,7 @@ class AutoFallback:
 
     async def start(self, *, run_loop: bool = True) -> None:
         registry = self.provisioner.registry
-        self._unsubscribe = registry.store.subscribe(self._on_changes)
+        self._unsubscribe = registry.subscribe(self._on_changes)
         for vm in await registry.list():
             self._consider(vm)
         if run_loop:

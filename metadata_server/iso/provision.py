@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,6 @@ from metadata_server.iso.layout import Layout, config_iso, parse_layout
 from metadata_server.iso.leftovers import CleanupReport, cleanup_leftovers
 from metadata_server.model import VM, State, parse_message
 from metadata_server.registry import Registry
-from metadata_server.store.base import Change
 from metadata_server.xen.errors import XenCommandFailed, XenError
 from metadata_server.xen.host import MAX_DOMID, XenHost, new_nonce
 from metadata_server.xen.vifs import domains_by_mac
@@ -96,30 +94,31 @@ class BuiltIso:
 
 
 class _RecordWatch:
-    """Resolves when the record changes under a running flow (see the module docstring)."""
+    """Resolves when the record changes under a running flow (see the module docstring):
+    it is deleted, re-armed, or the guest reports its state by itself."""
 
     def __init__(self, registry: Registry, vm: VM) -> None:
         self.vm = vm
-        self.changed: asyncio.Future[tuple[str, VM | None]] = (
-            asyncio.get_running_loop().create_future()
+        self.changed: asyncio.Task[VM | None] = asyncio.create_task(
+            registry.wait(vm.mac, self._ends_the_flow, timeout=None)
         )
-        self._unsubscribe = registry.store.subscribe(self._on_changes)
 
-    def _on_changes(self, changes: Sequence[Change]) -> None:
-        for change in changes:
-            if change.mac != self.vm.mac or self.changed.done():
-                continue
-            if change.vm is None:
-                self.changed.set_result(("deleted", None))
-            elif change.vm.instance_id != self.vm.instance_id:
-                self.changed.set_result(("rearmed", change.vm))
-            elif change.event == "state" and change.vm.state in (State.CONFIGURED, State.FAILED):
-                self.changed.set_result(("reported", change.vm))
+    def _ends_the_flow(self, record: VM | None) -> bool:
+        if record is None or record.instance_id != self.vm.instance_id:
+            return True
+        # A report since the flow began (a failed guest may be provisioned again).
+        state = record.state
+        reported = state in (State.CONFIGURED, State.FAILED)
+        return reported and record.state_times.get(state) != self.vm.state_times.get(state)
+
+    def outcome(self) -> tuple[str, VM | None]:
+        record = self.changed.result()
+        if record is None:
+            return "deleted", None
+        return ("rearmed" if record.instance_id != self.vm.instance_id else "reported"), record
 
     def close(self) -> None:
-        self._unsubscribe()
-        if not self.changed.done():
-            self.changed.cancel()
+        self.changed.cancel()
 
 
 class Provisioner:
@@ -317,7 +316,7 @@ class Provisioner:
         if signal.done() and not signal.cancelled():
             signal.result()  # raises what the guest did wrong
             return "signalled", None
-        return watch.changed.result()
+        return watch.outcome()
 
     async def _undo(self, domid: int, attached: bool | None) -> str | None:
         """Detach (if attached, or if that is unknown) and remove the keys; never raises,

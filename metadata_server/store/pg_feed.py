@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from metadata_server.store.base import Change
+from metadata_server.store.base import Change, ChangeEvent
 from metadata_server.store.health import StoreHealth
 from metadata_server.store.pg_errors import reason
 from metadata_server.store.pg_schema import CHANGE_CHANNEL
@@ -254,10 +254,11 @@ class ChangeFeed:
                 if self._seen.get(mac) == seq:
                     continue  # this version was published already (a local write)
                 self._seen[mac] = seq
-                changes.append(Change(row["last_event"], mac, vm_from_record(row["record"])))
+                event = ChangeEvent(row["last_event"])
+                changes.append(Change(event, mac, vm_from_record(row["record"])))
             for mac in sorted(gone):
                 self._seen.pop(mac, None)
-                changes.append(Change("deleted", mac, None))
+                changes.append(Change(ChangeEvent.DELETED, mac, None))
             if changes:
                 self._publish(changes)
             return len(changes)

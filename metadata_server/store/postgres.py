@@ -30,7 +30,7 @@ import asyncpg
 from metadata_server.errors import ConfigError, Conflict, ConflictRows, NotFound
 from metadata_server.model import VM, State
 from metadata_server.store import dsn
-from metadata_server.store.base import Change, ChangeListener, Listeners
+from metadata_server.store.base import Change, ChangeEvent, ChangeListener, Listeners
 from metadata_server.store.health import StoreHealth
 from metadata_server.store.migrations import SchemaState
 from metadata_server.store.pg_errors import BROKEN_CONNECTION, OUTAGES, reason, unavailable
@@ -64,7 +64,7 @@ class _Write:
     payload: str | None = None
 
 
-def _row(vm: VM, event: str, seq: int, record: str | None = None) -> tuple[Any, ...]:
+def _row(vm: VM, event: ChangeEvent, seq: int, record: str | None = None) -> tuple[Any, ...]:
     return (
         vm.mac,
         vm.spec.ipv4.address,
@@ -305,20 +305,21 @@ class PostgresStore:
         if rows:
             raise name_taken(vm, rows[0]["mac"])
 
-    def _single(self, event: str, vm: VM, seq: int) -> _Write:
-        return _Write([Change(event, vm.mac, vm)], notification(self._origin, seq, macs=[vm.mac]))
+    def _single(self, event: ChangeEvent, vm: VM, seq: int) -> _Write:
+        change = Change(ChangeEvent(event), vm.mac, vm)
+        return _Write([change], notification(self._origin, seq, macs=[vm.mac]))
 
     async def create(self, vm: VM) -> None:
         async def body(conn: asyncpg.Connection, seq: int) -> _Write:
             if await conn.fetchval("SELECT 1 FROM vms WHERE mac = $1", vm.mac):
                 raise mac_taken(vm)
             await self._check_clash(conn, vm)
-            await conn.execute(_UPSERT, *_row(vm, "created", seq))
-            return self._single("created", vm, seq)
+            await conn.execute(_UPSERT, *_row(vm, ChangeEvent.CREATED, seq))
+            return self._single(ChangeEvent.CREATED, vm, seq)
 
         await self._write(body)
 
-    async def replace(self, vm: VM, *, event: str = "updated") -> None:
+    async def replace(self, vm: VM, *, event: ChangeEvent = ChangeEvent.UPDATED) -> None:
         async def body(conn: asyncpg.Connection, seq: int) -> _Write:
             if not await conn.fetchval("SELECT 1 FROM vms WHERE mac = $1", vm.mac):
                 raise NotFound(f"no guest with MAC {vm.mac}", field="mac")
@@ -337,7 +338,8 @@ class PostgresStore:
             if not deleted:
                 return _Write()
             return _Write(
-                [Change("deleted", mac, None)], notification(self._origin, seq, deleted=mac)
+                [Change(ChangeEvent.DELETED, mac, None)],
+                notification(self._origin, seq, deleted=mac),
             )
 
         await self._write(body)
@@ -362,7 +364,10 @@ class PostgresStore:
             if errors:
                 raise ConflictRows(errors)
             changes = [
-                Change("updated" if vm.mac in existing else "created", vm.mac, vm) for vm in vms
+                Change(
+                    ChangeEvent.UPDATED if vm.mac in existing else ChangeEvent.CREATED, vm.mac, vm
+                )
+                for vm in vms
             ]
             await conn.execute("DELETE FROM vms WHERE mac = ANY($1::text[])", macs)
             await conn.executemany(

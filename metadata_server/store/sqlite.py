@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 from metadata_server.errors import ConfigError, Conflict, ConflictRows, NotFound, Unavailable
 from metadata_server.model import VM, State
-from metadata_server.store.base import Change, ChangeListener, Listeners
+from metadata_server.store.base import Change, ChangeEvent, ChangeListener, Listeners
 from metadata_server.store.health import StoreHealth
 from metadata_server.store.migrations import (
     READ_VERSION,
@@ -310,9 +310,9 @@ class SQLiteStore:
             self._write(conn, vm)
 
         await self._transaction(body)
-        self._publish([Change("created", vm.mac, vm)])
+        self._publish([Change(ChangeEvent.CREATED, vm.mac, vm)])
 
-    async def replace(self, vm: VM, *, event: str = "updated") -> None:
+    async def replace(self, vm: VM, *, event: ChangeEvent = ChangeEvent.UPDATED) -> None:
         def body(conn: sqlite3.Connection) -> None:
             if not conn.execute("SELECT 1 FROM vms WHERE mac = ?", (vm.mac,)).fetchone():
                 raise NotFound(f"no guest with MAC {vm.mac}", field="mac")
@@ -322,7 +322,7 @@ class SQLiteStore:
             self._write(conn, vm)
 
         await self._transaction(body)
-        self._publish([Change(event, vm.mac, vm)])
+        self._publish([Change(ChangeEvent(event), vm.mac, vm)])
 
     async def delete(self, mac: str) -> bool:
         def body(conn: sqlite3.Connection) -> bool:
@@ -330,14 +330,17 @@ class SQLiteStore:
 
         deleted = await self._transaction(body)
         if deleted:
-            self._publish([Change("deleted", mac, None)])
+            self._publish([Change(ChangeEvent.DELETED, mac, None)])
         return deleted
 
     async def import_all(self, vms: Sequence[VM]) -> None:
         def body(conn: sqlite3.Connection) -> list[Change]:
             existing = {row[0] for row in conn.execute("SELECT mac FROM vms")}
             changes = [
-                Change("updated" if vm.mac in existing else "created", vm.mac, vm) for vm in vms
+                Change(
+                    ChangeEvent.UPDATED if vm.mac in existing else ChangeEvent.CREATED, vm.mac, vm
+                )
+                for vm in vms
             ]
             # Rows replace records with the same MAC, so two rows may swap addresses: the
             # rows are checked against the records outside the import and each other.
