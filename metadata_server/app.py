@@ -20,7 +20,7 @@ from aiohttp import web
 from metadata_server.admin_token import ensure_server_token
 from metadata_server.cloud.options import CloudOptions
 from metadata_server.config import ListenAddress, Settings
-from metadata_server.dhcp.service import METADATA_ADDRESS, DhcpService, dhcp_networks
+from metadata_server.dhcp.service import DhcpService, dhcp_networks
 from metadata_server.dns.service import DnsService
 from metadata_server.documents import DocumentOptions
 from metadata_server.errors import ConfigError
@@ -45,7 +45,7 @@ from metadata_server.http.keys import (
 )
 from metadata_server.identity import IdentityPolicy, IdentityResolver, NeighbourLookup
 from metadata_server.iso.service import IsoFallback
-from metadata_server.model import AddressRules
+from metadata_server.model import METADATA_ADDRESS, AddressRules
 from metadata_server.netlink import (
     BridgeAddressError,
     NetlinkNeighbours,
@@ -102,7 +102,7 @@ def _bound(site: web.BaseSite, listen: ListenAddress) -> BoundAddress:
 def _dom0_addresses(settings: Settings) -> set[str]:
     """Addresses only Dom0 may claim on the bridge: the metadata address, the subnets'
     gateways and the DNS responder's (the bridge's own are added by the guard)."""
-    addresses = {METADATA_ADDRESS}
+    addresses = {str(METADATA_ADDRESS)}
     addresses.update(str(subnet.gateway) for subnet in settings.dhcp.subnets)
     if settings.dns is not None:
         addresses.update(host for host, _ in settings.dns.listen)
@@ -253,7 +253,7 @@ class MetadataService:
         if settings.bridge is not None:
             try:
                 self._added_bridge_address = await ensure_address(
-                    settings.bridge, METADATA_ADDRESS, 32
+                    settings.bridge, str(METADATA_ADDRESS), 32
                 )
             except BridgeAddressError as exc:
                 raise ConfigError(f"bridge: {exc}") from None
@@ -344,7 +344,7 @@ class MetadataService:
             await self.dns.stop()
             self.dns = None
         if self._added_bridge_address and self.settings.bridge is not None:
-            await remove_address(self.settings.bridge, METADATA_ADDRESS, 32)
+            await remove_address(self.settings.bridge, str(METADATA_ADDRESS), 32)
             self._added_bridge_address = False
         if self._netlink is not None:
             await self._netlink.stop()

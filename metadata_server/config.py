@@ -23,7 +23,7 @@ from metadata_server.errors import ConfigError, InvalidInput
 from metadata_server.guard.settings import GuardSettings, guard_settings
 from metadata_server.identity import VERIFY_MODES
 from metadata_server.iso.settings import IsoSettings, iso_settings
-from metadata_server.model import parse_domain
+from metadata_server.model import METADATA_ADDRESS, METADATA_URL, parse_domain
 from metadata_server.store.dsn import is_postgres_url
 
 ENV_PREFIX = "METADATA_SERVER_"
@@ -52,14 +52,14 @@ SETTINGS: tuple[Setting, ...] = (
         "db", "str", None, f"registry: an SQLite path (default {SYSTEM_DB}, {DEMO_DB} with --demo)"
     ),
     Setting("domain", "str", None, "default DNS domain of guests that name none"),
-    Setting("public_url", "str", "http://169.254.169.254", "how guests reach the guest API"),
+    Setting("public_url", "str", METADATA_URL, "how guests reach the guest API"),
     Setting(
         "password_rounds", "int", 5000, "SHA-512 crypt rounds for plain passwords", minimum=1000
     ),
     Setting(
         "log_level", "choice", "info", "log level", choices=("debug", "info", "warning", "error")
     ),
-    Setting("guest.listen", "list", ["169.254.169.254:80"], "guest API addresses (HOST:PORT)"),
+    Setting("guest.listen", "list", [f"{METADATA_ADDRESS}:80"], "guest API addresses (HOST:PORT)"),
     Setting("guest.trust_proxy", "list", [], "CIDRs whose X-Forwarded-For is believed"),
     Setting(
         "guest.verify_neighbour", "choice", "auto", "check the peer's MAC", choices=VERIFY_MODES
@@ -557,7 +557,7 @@ def build_settings(
             listen=tuple(parse_endpoint(text, "dns.listen") for text in raw["dns.listen"]),
             zone=zone,
             metadata_name=raw["dns.metadata_name"],
-            metadata_address="169.254.169.254",
+            metadata_address=str(METADATA_ADDRESS),
             upstreams=tuple(parse_endpoint(text, "dns.upstreams") for text in raw["dns.upstreams"]),
             ttl=raw["dns.ttl"],
             upstream_timeout=raw["dns.upstream_timeout"],

@@ -33,7 +33,9 @@ MAX_METADATA_ITEMS = 128
 MAX_METADATA_VALUE = 1024
 MAX_PASSWORD_LENGTH = 256
 MAX_MESSAGE_LENGTH = 500
+# The instance metadata address every cloud uses; the one place it is written.
 METADATA_ADDRESS = ipaddress.IPv4Address("169.254.169.254")
+METADATA_URL = f"http://{METADATA_ADDRESS}"
 
 
 class State(StrEnum):

@@ -9,12 +9,12 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from metadata_server.errors import MetadataError
+from metadata_server.errors import ErrorCode, MetadataError
 
 
 class DhcpWriteError(MetadataError):
     http_status = 500
-    code = "dhcp_write"
+    code = ErrorCode.DHCP_WRITE
 
 
 def replace_files(directory: Path, files: Mapping[str, str], mode: int = 0o600) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import jinja2
 
-from metadata_server.model import LABEL_PATTERN, VM
+from metadata_server.model import LABEL_PATTERN, METADATA_ADDRESS, METADATA_URL, VM
 
 DAEMONS = ("dnsmasq", "kea", "dhcpd")
 # The files each daemon reads, by name; each is rendered from `<name>.j2`.
@@ -48,8 +48,8 @@ class DhcpPlan:
     """What the templates need, beyond the records: the network side of the config."""
 
     subnets: tuple[Subnet, ...]
-    metadata_address: str = "169.254.169.254"
-    metadata_url: str = "http://169.254.169.254"
+    metadata_address: str = str(METADATA_ADDRESS)
+    metadata_url: str = METADATA_URL
     # Kea-only paths, put into its JSON by the template.
     kea_control_socket: str = "/run/kea/kea4-ctrl-socket"
     kea_lease_file: str = "/var/lib/kea/kea-leases4.csv"

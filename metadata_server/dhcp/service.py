@@ -21,11 +21,10 @@ from metadata_server.dhcp.render import DhcpPlan, Subnet
 from metadata_server.dhcp.sync import DhcpStatus, DhcpSync
 from metadata_server.dhcp.templates import template_environment
 from metadata_server.errors import ConfigError
-from metadata_server.model import GuestNetwork
+from metadata_server.model import METADATA_ADDRESS, GuestNetwork
 from metadata_server.store.base import Store
 
 log = logging.getLogger(__name__)
-METADATA_ADDRESS = "169.254.169.254"
 
 
 def guest_dns_servers(settings: Settings, subnet: Subnet) -> tuple[str, ...]:
@@ -39,7 +38,7 @@ def guest_dns_servers(settings: Settings, subnet: Subnet) -> tuple[str, ...]:
         for host, port in settings.dns.listen
         if port == 53
         and ipaddress.ip_address(host).version == 4
-        and (ipaddress.IPv4Address(host) in subnet.cidr or host == METADATA_ADDRESS)
+        and (ipaddress.IPv4Address(host) in subnet.cidr or host == str(METADATA_ADDRESS))
     ]
     return tuple(ours) or subnet.dns
 
@@ -58,7 +57,7 @@ def dhcp_plan(settings: Settings, *, lease_hook: Path | None = None) -> DhcpPlan
         subnets=tuple(
             replace(subnet, dns=guest_dns_servers(settings, subnet)) for subnet in dhcp.subnets
         ),
-        metadata_address=METADATA_ADDRESS,
+        metadata_address=str(METADATA_ADDRESS),
         metadata_url=settings.public_url,
         kea_control_socket=str(dhcp.kea_control_socket),
         kea_lease_file=str(dhcp.kea_lease_file),

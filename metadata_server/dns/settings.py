@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from metadata_server.digits import ascii_int
 from metadata_server.errors import ConfigError, InvalidInput
-from metadata_server.model import parse_domain
+from metadata_server.model import METADATA_ADDRESS, parse_domain
 
 DNS_PORT = 53
 MAX_TTL = 86400
@@ -67,7 +67,7 @@ class DnsSettings:
     listen: tuple[Endpoint, ...]
     zone: str
     metadata_name: str = "metadata"
-    metadata_address: str = "169.254.169.254"
+    metadata_address: str = str(METADATA_ADDRESS)
     upstreams: tuple[Endpoint, ...] = ()
     ttl: int = 60
     upstream_timeout: float = 2.0

@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from metadata_server.errors import (
+    ErrorCode,
     InvalidInput,
     MetadataError,
     MethodNotAllowed,
@@ -49,7 +50,7 @@ def _from_http_exception(exc: web.HTTPException) -> MetadataError:
         return PayloadTooLarge("the request body is too large")
     error = MetadataError(exc.reason or "error")
     error.http_status = exc.status
-    error.code = "http"
+    error.code = ErrorCode.HTTP
     return error
 
 

@@ -18,6 +18,7 @@ import base64
 import re
 from typing import Any
 
+from metadata_server.errors import ErrorCode
 from metadata_server.model import (
     DOMAIN_PATTERN,
     FORBIDDEN_CHARACTERS,
@@ -40,6 +41,7 @@ from metadata_server.model import (
     PASSWORD_PATTERN,
     SSH_KEY_TYPES,
     SURROGATES,
+    State,
 )
 from metadata_server.passwords import CRYPT_PATTERNS, LOCKED_HASHES, MAX_HASH_LENGTH
 
@@ -229,7 +231,11 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["error", "detail"],
         "properties": {
-            "error": {"type": "string", "description": "short code, e.g. invalid, conflict"},
+            "error": {
+                "type": "string",
+                "enum": [code.value for code in ErrorCode],
+                "description": "a short code (see ErrorCode)",
+            },
             "field": {"type": ["string", "null"]},
             "detail": {"type": "string"},
             "holder": {"type": "string", "description": "409: the MAC that holds the field"},
@@ -306,7 +312,7 @@ SCHEMAS: dict[str, Any] = {
     },
     "State": {
         "type": "string",
-        "enum": ["registered", "leased", "fetched", "configured", "failed"],
+        "enum": [state.value for state in State],
     },
     "Status": {
         "type": "object",

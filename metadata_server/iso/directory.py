@@ -22,7 +22,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from metadata_server.errors import Unavailable
+from metadata_server.errors import ErrorCode, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ _NAME_RE = re.compile(r"^([0-9]{1,5})-([0-9a-f]{2}(?:-[0-9a-f]{2}){5})\.iso(\.pa
 class IsoStoreError(Unavailable):
     """The ISO directory or an ISO file in it could not be made, written or removed."""
 
-    code = "iso_store"
+    code = ErrorCode.ISO_STORE
 
 
 @dataclass(frozen=True)

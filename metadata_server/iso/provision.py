@@ -34,7 +34,7 @@ from typing import Any
 
 from metadata_server.cloud.options import CloudOptions
 from metadata_server.documents import DocumentOptions, guest_view
-from metadata_server.errors import InvalidInput, MetadataError, NotFound, Unavailable
+from metadata_server.errors import ErrorCode, InvalidInput, MetadataError, NotFound, Unavailable
 from metadata_server.iso.directory import IsoDirectory, IsoStoreError
 from metadata_server.iso.layout import Layout, config_iso, parse_layout
 from metadata_server.iso.leftovers import CleanupReport, cleanup_leftovers
@@ -55,19 +55,19 @@ class ProvisionConflict(MetadataError):
     or it is configured already (re-arm it first). Changes nothing."""
 
     http_status = 409
-    code = "iso_conflict"
+    code = ErrorCode.ISO_CONFLICT
 
 
 class NoSuchDomain(NotFound):
     """No running domain carries the guest's MAC, or the domain named does not exist."""
 
-    code = "no_such_domain"
+    code = ErrorCode.NO_SUCH_DOMAIN
 
 
 class WrongDomain(InvalidInput):
     """The domain named is not the guest's: the guest's MAC is on another domain's vif."""
 
-    code = "wrong_domain"
+    code = ErrorCode.WRONG_DOMAIN
 
 
 @dataclass(frozen=True)

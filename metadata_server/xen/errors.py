@@ -10,7 +10,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 
-from metadata_server.errors import Unavailable
+from metadata_server.errors import ErrorCode, Unavailable
 
 MAX_STDERR = 2000  # characters of a command's stderr kept in the message
 
@@ -18,7 +18,7 @@ MAX_STDERR = 2000  # characters of a command's stderr kept in the message
 class XenError(Unavailable):
     """Xen (xl, xenstore) did not do what the fallback needed."""
 
-    code = "xen"
+    code = ErrorCode.XEN
 
 
 class XenCommandFailed(XenError):
@@ -44,19 +44,19 @@ class XenCommandFailed(XenError):
 class GuestSignalTimeout(XenError):
     """The guest did not signal completion in time."""
 
-    code = "xen_guest_timeout"
+    code = ErrorCode.XEN_GUEST_TIMEOUT
 
 
 class GuestGone(XenError):
     """The guest died or was destroyed while Dom0 waited for it."""
 
-    code = "xen_guest_gone"
+    code = ErrorCode.XEN_GUEST_GONE
 
 
 class GuestReportedFailure(XenError):
     """The guest signalled that applying its configuration failed; `reason` is its text."""
 
-    code = "xen_guest_failed"
+    code = ErrorCode.XEN_GUEST_FAILED
 
     def __init__(self, domid: int, reason: str) -> None:
         self.domid = domid
