@@ -24,12 +24,11 @@ from typing import NamedTuple, Protocol
 
 from metadata_server.documents import GuestDocument
 from metadata_server.errors import Forbidden, NotFound
+from metadata_server.model import VERIFY_MODES
 from metadata_server.netlink import PeerLink
 from metadata_server.snapshot import GuestSnapshot
 
 log = logging.getLogger(__name__)
-
-VERIFY_MODES = ("auto", "always", "never")
 
 
 class NeighbourLookup(Protocol):

@@ -33,6 +33,8 @@ MAX_METADATA_ITEMS = 128
 MAX_METADATA_VALUE = 1024
 MAX_PASSWORD_LENGTH = 256
 MAX_MESSAGE_LENGTH = 500
+# How a guest's address is checked against the neighbour table (guest.verify_neighbour).
+VERIFY_MODES = ("auto", "always", "never")
 # The instance metadata address every cloud uses; the one place it is written.
 METADATA_ADDRESS = ipaddress.IPv4Address("169.254.169.254")
 METADATA_URL = f"http://{METADATA_ADDRESS}"

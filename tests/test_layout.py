@@ -96,3 +96,16 @@ def test_the_development_map_names_every_part() -> None:
     assert missing == []
     for top in ("testbed/", "guest_init/", "dhcp_templates/", "lab/", "benchmarks/", "tests/"):
         assert top in development, top
+
+
+def test_reading_the_settings_loads_no_provisioning_code() -> None:
+    code = (
+        "import sys, metadata_server.config\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('asyncio', 'aiohttp', 'pyroute2', 'jinja2', 'pycdlib', 'asyncpg') or m in ("
+        "'metadata_server.app', 'metadata_server.netlink', 'metadata_server.iso.provision', "
+        "'metadata_server.iso.auto', 'metadata_server.xen.host', 'metadata_server.dhcp.service', "
+        "'metadata_server.dhcp.render', 'metadata_server.guard.service')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

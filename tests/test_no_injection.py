@@ -32,7 +32,8 @@ from metadata_server.cloud.nocloud import meta_data, network_config, nocloud_fil
 from metadata_server.cloud.openstack import openstack_files
 from metadata_server.cloud.options import CloudOptions
 from metadata_server.config import build_settings
-from metadata_server.dhcp.render import DhcpPlan, Subnet, render
+from metadata_server.dhcp.render import DhcpPlan, render
+from metadata_server.dhcp.subnets import Subnet
 from metadata_server.dhcp.templates import template_environment
 from metadata_server.dns.answer import Reply, answer
 from metadata_server.dns.settings import DnsSettings

@@ -21,6 +21,7 @@ from typing import Any
 
 import jinja2
 
+from metadata_server.dhcp.subnets import Subnet
 from metadata_server.model import LABEL_PATTERN, METADATA_ADDRESS, METADATA_URL, VM
 
 DAEMONS = ("dnsmasq", "kea", "dhcpd")
@@ -31,16 +32,6 @@ DAEMON_FILES: Mapping[str, tuple[str, ...]] = {
     "dhcpd": ("dhcpd.conf",),
 }
 METADATA_OPTION = 224
-
-
-@dataclass(frozen=True)
-class Subnet:
-    cidr: ipaddress.IPv4Network
-    gateway: ipaddress.IPv4Address
-    bridge: str | None = None
-    dns: tuple[str, ...] = ()
-    domain: str | None = None
-    lease_time: int = 3600
 
 
 @dataclass(frozen=True)

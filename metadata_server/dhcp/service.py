@@ -17,7 +17,8 @@ from metadata_server.dhcp.daemons import Daemon, Dhcpd, Dnsmasq, Kea
 from metadata_server.dhcp.lease_watch import LeaseWatch, MarkLeased, Reservation
 from metadata_server.dhcp.leases import LeaseFile
 from metadata_server.dhcp.managed import LEASE_FILE, ManagedDnsmasq
-from metadata_server.dhcp.render import DhcpPlan, Subnet
+from metadata_server.dhcp.render import DhcpPlan
+from metadata_server.dhcp.subnets import Subnet
 from metadata_server.dhcp.sync import DhcpStatus, DhcpSync
 from metadata_server.dhcp.templates import template_environment
 from metadata_server.errors import ConfigError

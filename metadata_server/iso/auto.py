@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from metadata_server.errors import MetadataError
 from metadata_server.iso.provision import Provisioner
+from metadata_server.iso.settings import AutoSettings  # noqa: F401 (also imported from here)
 from metadata_server.model import VM, State
 from metadata_server.store.base import Change
 from metadata_server.xen.vifs import domains_by_mac
@@ -30,17 +31,6 @@ from metadata_server.xen.vifs import domains_by_mac
 log = logging.getLogger(__name__)
 
 WAITING_STATES = (State.REGISTERED, State.LEASED)
-
-
-@dataclass(frozen=True)
-class AutoSettings:
-    after: float = 120.0  # seconds after the lease (or the domain appearing)
-    interval: float = 5.0  # seconds between looks at the running domains
-    parallel: int = 4  # attempts at once
-
-    def __post_init__(self) -> None:
-        if self.after < 0 or self.interval <= 0 or self.parallel < 1:
-            raise ValueError("after >= 0, interval > 0 and parallel >= 1 are required")
 
 
 @dataclass

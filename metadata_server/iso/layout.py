@@ -20,7 +20,6 @@ Pure: view and nonce in, bytes out (the image itself comes from `isoimage`).
 from __future__ import annotations
 
 import re
-from enum import StrEnum
 
 from metadata_server.cloud.nocloud import nocloud_files
 from metadata_server.cloud.openstack import openstack_files
@@ -28,6 +27,7 @@ from metadata_server.cloud.options import CloudOptions
 from metadata_server.documents import GuestView, config_text
 from metadata_server.errors import InvalidInput
 from metadata_server.iso.image import build_image
+from metadata_server.iso.settings import Layout, parse_layout  # noqa: F401 (also imported from here)
 
 INIT_DOCUMENT = "metadata-init.txt"
 INIT_USER_DATA = "metadata-init.user-data"
@@ -35,20 +35,7 @@ CONFIG_DRIVE_DIR = "openstack/latest"
 _NONCE_RE = re.compile(r"^[0-9a-f]{32}$")
 
 
-class Layout(StrEnum):
-    NOCLOUD = "nocloud"
-    CONFIGDRIVE = "configdrive"
-
-
 LABELS = {Layout.NOCLOUD: "cidata", Layout.CONFIGDRIVE: "config-2"}
-
-
-def parse_layout(value: object) -> Layout:
-    for layout in Layout:
-        if value == layout.value:
-            return layout
-    names = ", ".join(layout.value for layout in Layout)
-    raise InvalidInput(f"layout must be one of {names}", field="layout")
 
 
 def check_nonce(nonce: str) -> None:

@@ -36,8 +36,15 @@ from metadata_server.cloud.options import CloudOptions
 from metadata_server.documents import DocumentOptions, guest_view
 from metadata_server.errors import ErrorCode, InvalidInput, MetadataError, NotFound, Unavailable
 from metadata_server.iso.directory import IsoDirectory, IsoStoreError
-from metadata_server.iso.layout import Layout, config_iso, parse_layout
+from metadata_server.iso.layout import config_iso
 from metadata_server.iso.leftovers import CleanupReport, cleanup_leftovers
+from metadata_server.iso.settings import (  # noqa: F401 (also imported from here)
+    DEFAULT_TIMEOUT,
+    MAX_TIMEOUT,
+    Layout,
+    ProvisionSettings,
+    parse_layout,
+)
 from metadata_server.model import VM, State, parse_message
 from metadata_server.registry import Registry
 from metadata_server.xen.errors import XenCommandFailed, XenError
@@ -45,9 +52,6 @@ from metadata_server.xen.host import MAX_DOMID, XenHost, new_nonce
 from metadata_server.xen.vifs import domains_by_mac
 
 log = logging.getLogger(__name__)
-
-DEFAULT_TIMEOUT = 300.0
-MAX_TIMEOUT = 3600.0
 
 
 class ProvisionConflict(MetadataError):
@@ -68,13 +72,6 @@ class WrongDomain(InvalidInput):
     """The domain named is not the guest's: the guest's MAC is on another domain's vif."""
 
     code = ErrorCode.WRONG_DOMAIN
-
-
-@dataclass(frozen=True)
-class ProvisionSettings:
-    default_timeout: float = DEFAULT_TIMEOUT
-    max_timeout: float = MAX_TIMEOUT
-    layout: Layout = Layout.NOCLOUD
 
 
 @dataclass(frozen=True)

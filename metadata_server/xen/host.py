@@ -39,7 +39,6 @@ import logging
 import os
 import re
 import secrets
-from dataclasses import dataclass
 
 from metadata_server.errors import InvalidInput
 from metadata_server.model import parse_mac, parse_message
@@ -51,6 +50,7 @@ from metadata_server.xen.errors import (
     XenCommandFailed,
     XenError,
 )
+from metadata_server.xen.settings import XenSettings
 from metadata_server.xen.xenstore import XenstoreTools
 
 log = logging.getLogger(__name__)
@@ -70,24 +70,6 @@ _VIF_MAC_RE = re.compile(rf"^{VIF_BACKENDS}/([0-9]+)/([0-9]+)/mac$")
 def new_nonce() -> str:
     """A fresh signal nonce: 32 lowercase hex digits (128 random bits)."""
     return secrets.token_hex(16)
-
-
-@dataclass(frozen=True)
-class XenSettings:
-    """How to reach Xen. Tests point `xl_command` at the stand-in and `xenstored_path`
-    at the stand-in xenstored's Dom0 socket."""
-
-    xl_command: tuple[str, ...] = ("xl",)
-    xenstored_path: str | None = None
-    xenstore_bin_dir: str | None = None
-    vdev: str = "xvdd"
-    command_timeout: float = 30.0
-
-    def __post_init__(self) -> None:
-        if not self.xl_command:
-            raise InvalidInput("xl_command must name a program", field="xl_command")
-        if not _VDEV_RE.fullmatch(self.vdev):
-            raise InvalidInput(f"{self.vdev!r} is not a virtual device name", field="vdev")
 
 
 def _check_domid(domid: int) -> None:

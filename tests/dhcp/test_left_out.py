@@ -17,7 +17,8 @@ import pytest
 
 from metadata_server.app import MetadataService
 from metadata_server.dhcp.daemons import Daemon, Dhcpd, Dnsmasq, Kea
-from metadata_server.dhcp.render import DhcpPlan, Subnet
+from metadata_server.dhcp.render import DhcpPlan
+from metadata_server.dhcp.subnets import Subnet
 from metadata_server.dhcp.sync import DhcpSync
 from metadata_server.dhcp.templates import template_environment
 from metadata_server.model import VM, State, parse_vm

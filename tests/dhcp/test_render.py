@@ -13,7 +13,8 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from metadata_server.dhcp.render import DAEMONS, DhcpPlan, Subnet, render
+from metadata_server.dhcp.render import DAEMONS, DhcpPlan, render
+from metadata_server.dhcp.subnets import Subnet
 from metadata_server.dhcp.templates import template_environment
 from metadata_server.model import VM, IPv4Config, State, parse_vm
 from tests.support.records import mac_of

@@ -16,35 +16,28 @@ from metadata_server.iso.directory import IsoDirectory
 from metadata_server.iso.layout import Layout
 from metadata_server.iso.provision import Provisioner
 from metadata_server.iso.service import IsoFallback
-from metadata_server.iso.settings import IsoSettings, iso_settings
+from metadata_server.iso.settings import ISO_SETTINGS, IsoSettings, iso_settings
 from metadata_server.model import State
+from metadata_server.setting import Values
 from metadata_server.xen.host import XenHost, XenSettings
 from tests.iso.conftest import World
 from tests.support.records import guest_body, mac_of
 from tests.support.xen_standins import xl_standin_command
 
-DEFAULTS: dict[str, Any] = {
-    "iso.directory": None,
-    "iso.layout": "nocloud",
-    "iso.timeout": 300.0,
-    "iso.xl_command": ["xl"],
-    "iso.xenstored_path": None,
-    "iso.vdev": "xvdd",
-    "iso.command_timeout": 30.0,
-    "iso.auto": False,
-    "iso.auto_after": 120.0,
-    "iso.auto_interval": 5.0,
-    "iso.auto_parallel": 4,
-}
+DEFAULTS: dict[str, Any] = {setting.path: setting.default for setting in ISO_SETTINGS}
+
+
+def values(overrides: dict[str, Any]) -> Values:
+    return Values(ISO_SETTINGS, {**DEFAULTS, **overrides})
 
 
 def test_defaults() -> None:
-    settings = iso_settings(DEFAULTS, Path("/var/lib/metadata-server"))
+    settings = iso_settings(values({}), Path("/var/lib/metadata-server"))
     assert settings.directory == Path("/var/lib/metadata-server/iso")
     assert settings.layout is Layout.NOCLOUD and settings.timeout == 300
     assert settings.xen.xl_command == ("xl",) and settings.xen.vdev == "xvdd"
     assert settings.auto is None
-    auto = iso_settings({**DEFAULTS, "iso.auto": True}, Path("/x")).auto
+    auto = iso_settings(values({"iso.auto": True}), Path("/x")).auto
     assert auto is not None and (auto.after, auto.interval, auto.parallel) == (120, 5, 4)
 
 
@@ -75,11 +68,11 @@ def test_defaults() -> None:
 )
 def test_bad_settings(overrides: dict[str, Any], words: str) -> None:
     with pytest.raises(ConfigError, match=words):
-        iso_settings({**DEFAULTS, **overrides}, Path("/x"))
+        iso_settings(values(overrides), Path("/x"))
 
 
 def service_for(world: World, directory: Path, **overrides: Any) -> IsoFallback:
-    values = {
+    merged = {
         **DEFAULTS,
         "iso.directory": str(directory),
         "iso.xl_command": list(xl_standin_command(world.xl_state)),
@@ -87,7 +80,7 @@ def service_for(world: World, directory: Path, **overrides: Any) -> IsoFallback:
         "iso.command_timeout": 10.0,
         **overrides,
     }
-    settings: IsoSettings = iso_settings(values, Path("/unused"))
+    settings: IsoSettings = iso_settings(Values(ISO_SETTINGS, merged), Path("/unused"))
     return IsoFallback(settings, world.registry, world.provisioner.documents, CloudOptions())
 
 
