@@ -20,12 +20,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from metadata_server_testbed.compare.harness import (  # noqa: E402
+from metadata_server_testbed.compare.harness import (
     Options,
     missing_requirements,
     run_comparison,
 )
-from metadata_server_testbed.compare.stats import summarize_run  # noqa: E402
+from metadata_server_testbed.compare.stats import summarize_run
 
 GOAL_SECONDS = 10.0
 

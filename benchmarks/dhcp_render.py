@@ -17,9 +17,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from metadata_server.dhcp.render import DAEMONS, DhcpPlan, render
-from metadata_server.dhcp.subnets import Subnet  # noqa: E402
-from metadata_server.dhcp.templates import template_environment  # noqa: E402
-from metadata_server.model import VM, State, parse_vm  # noqa: E402
+from metadata_server.dhcp.subnets import Subnet
+from metadata_server.dhcp.templates import template_environment
+from metadata_server.model import VM, State, parse_vm
 
 
 def guests(count: int) -> list[VM]:

@@ -23,13 +23,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from metadata_server.guard.rules import (  # noqa: E402
+from metadata_server.guard.rules import (
     GuardPlan,
     plan,
     table_commands,
     update_commands,
 )
-from tests.support.netns import bridge_network  # noqa: E402
+from tests.support.netns import bridge_network
 
 GOAL_MS = 300.0
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import UNREACHABLE_LIMIT, child, free_port, median, wrk  # noqa: E402
+from benchmarks.common import UNREACHABLE_LIMIT, child, free_port, median, wrk
 
 TOKEN = "benchmark-admin-token-0123456789"
 GUESTS = 1000

@@ -25,10 +25,10 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from metadata_server.app import MetadataService  # noqa: E402
-from tests.support.import_load import GuestTimes, import_body, watch_guest  # noqa: E402
-from tests.support.service import ADMIN_TOKEN, make_settings  # noqa: E402
-from tests.test_guest_api import loopback_guest  # noqa: E402
+from metadata_server.app import MetadataService
+from tests.support.import_load import GuestTimes, import_body, watch_guest
+from tests.support.service import ADMIN_TOKEN, make_settings
+from tests.test_guest_api import loopback_guest
 
 GOAL = 2.0
 
@@ -47,7 +47,8 @@ async def run(rows: int, rounds: int, workdir: Path) -> bool:
     await service.start()
     ok = True
     try:
-        assert service.registry is not None and service.admin_address is not None
+        assert service.registry is not None
+        assert service.admin_address is not None
         await service.registry.put("02:00:c6:12:00:01", loopback_guest(1, "127.0.0.1"))
         guest_url = service.guest_addresses[0].url + "/v1/config"
         import_url = service.admin_address.url + "/api/v1/vms/import"

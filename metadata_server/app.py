@@ -78,7 +78,7 @@ class BoundAddress:
 async def _start_site(runner: web.AppRunner, listen: ListenAddress) -> web.BaseSite:
     site: web.BaseSite
     if listen.unix_path is not None:
-        if os.path.exists(listen.unix_path):
+        if os.path.exists(listen.unix_path):  # noqa: ASYNC240 (once, at start)
             os.unlink(listen.unix_path)  # a socket left by a killed server
         site = web.UnixSite(runner, listen.unix_path)
     else:
@@ -289,7 +289,8 @@ class MetadataService:
             exempt=identity.is_trusted_proxy,
         )
         for listen in guest.listen:
-            assert listen.host is not None and listen.port is not None  # guests use TCP
+            assert listen.host is not None
+            assert listen.port is not None
             guarded = GuardedTCPSite(guest_runner, listen.host, listen.port, counter)
             await guarded.start()
             assert guarded.bound is not None
@@ -323,7 +324,7 @@ class MetadataService:
         if self.admin_address.unix_path is not None:
             return self.admin_address.url
         host = self.admin_address.host
-        if host in ("0.0.0.0", "::"):
+        if host in ("0.0.0.0", "::"):  # noqa: S104 (a comparison, not a bind)
             host = "127.0.0.1"
         return BoundAddress(host, self.admin_address.port).url
 

@@ -16,7 +16,7 @@ from passlib.hash import sha512_crypt
 DEFAULT_ROUNDS = 5000
 SALT_ALPHABET = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 # No look-alikes (0/O, 1/l/I) so a generated password can be read off a screen.
-PASSWORD_ALPHABET = "23456789abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ"
+PASSWORD_ALPHABET = "23456789abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ"  # noqa: S105 (an alphabet)
 GENERATED_LENGTH = 24  # 24 symbols of 56: about 139 bits
 
 _B64 = "[./0-9A-Za-z]"

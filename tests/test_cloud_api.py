@@ -159,7 +159,7 @@ async def test_user_data_404_when_none_or_withheld(svc: MetadataService) -> None
 async def test_openstack_and_nocloud(svc: MetadataService) -> None:
     _, versions, _ = await fetch(svc, "/openstack")
     assert versions.split("\n")[-1] == "latest" and "2018-08-27" in versions
-    status, text, _ = await fetch(svc, "/openstack/2018-08-27/meta_data.json")
+    _status, text, _ = await fetch(svc, "/openstack/2018-08-27/meta_data.json")
     meta = json.loads(text)
     assert meta["name"] == "guest1" and meta["hostname"] == "guest1.guests.internal"
     assert meta["public_keys"] == {"key-0": SAMPLE_KEY} and meta["meta"] == {"role": "web"}
@@ -280,7 +280,7 @@ async def test_imdsv2_token_flow(svc: MetadataService) -> None:
 async def test_bad_token_requests(
     svc: MetadataService, path: str, headers: dict[str, str], status: int
 ) -> None:
-    got, text, response_headers = await fetch(svc, path, method="PUT", headers=headers)
+    got, _text, response_headers = await fetch(svc, path, method="PUT", headers=headers)
     assert got == status and response_headers["Content-Type"].startswith("text/plain")
 
 

@@ -24,7 +24,7 @@ import pytest
 from metadata_server.app import MetadataService
 from tests.support.netns import BridgeNetwork, Guest, Netns, bridge_network, in_netns, run, unique
 from tests.support.records import SAMPLE_KEY, guest_body
-from tests.support.requirements import in_ci, need_root, need_tools
+from tests.support.requirements import in_ci, need_root, need_tools, root_fixture
 from tests.support.service import make_settings, start_in_netns
 
 MAC = "02:00:c6:12:00:0b"
@@ -43,6 +43,7 @@ class World:
 
 
 @pytest.fixture
+@root_fixture
 def net() -> Iterator[BridgeNetwork]:
     need_root()
     need_tools("ip", "curl", SYSTEM_PYTHON)

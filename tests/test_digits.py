@@ -185,7 +185,7 @@ def test_a_toml_nan_or_inf_is_not_a_number_of_seconds(tmp_path: Path, value: str
     limit switched the limiter off)."""
     path = tmp_path / "c.toml"
     path.write_text(f"[guest]\nrate_limit = {value}\n")
-    with pytest.raises(ConfigError, match="guest.rate_limit"):
+    with pytest.raises(ConfigError, match=r"guest.rate_limit"):
         build_settings(config_file=path, env={}, flags={})
 
 

@@ -22,7 +22,7 @@ import pytest
 from metadata_server.app import MetadataService
 from tests.support.netns import BridgeNetwork, Guest, bridge_network
 from tests.support.records import guest_body
-from tests.support.requirements import need_root, need_tools
+from tests.support.requirements import need_root, need_tools, root_fixture
 from tests.support.service import make_settings, start_in_netns
 
 OWNER_MAC = "02:00:c6:12:00:0b"
@@ -30,6 +30,7 @@ SPOOF_MAC = "02:00:c6:12:00:66"
 
 
 @pytest.fixture
+@root_fixture
 def net() -> Iterator[BridgeNetwork]:
     need_root()
     need_tools("ip", "curl")

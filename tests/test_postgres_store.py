@@ -269,7 +269,7 @@ async def test_bad_connections_are_one_clear_line_without_the_password(
     expected: str,
 ) -> None:
     url = make_url(postgres_server, database)
-    with pytest.raises(ConfigError) as error:
+    with pytest.raises(ConfigError) as error:  # noqa: PT012 (the URL or the connection refuses)
         store = PostgresStore(url)
         await store.open()
     detail = error.value.detail

@@ -24,13 +24,14 @@ from metadata_server.store.sqlite import SQLiteStore
 from tests.support.dhcp_client import get_lease, install_script
 from tests.support.netns import BridgeNetwork, bridge_network
 from tests.support.records import guest_body, mac_of
-from tests.support.requirements import need_root, need_tools
+from tests.support.requirements import need_root, need_tools, root_fixture
 from tests.support.server_process import ServerProcess, server_process
 
 USER_DATA = "#!/bin/sh\necho private-user-data-5d1c\n"
 
 
 @pytest.fixture
+@root_fixture
 def net() -> Iterator[BridgeNetwork]:
     need_root()
     need_tools("ip", "dnsmasq", "busybox", "setpriv")
@@ -148,8 +149,16 @@ async def test_nobody_reads_no_file_and_dnsmasq_still_reads_its_own(
         assert (state / "dhcp" / "dnsmasq-hosts").stat().st_uid == dnsmasq_uid
 
         export = subprocess.run(
-            [sys.executable, "-m", "metadata_server", "db", "export", "--db", str(db)]
-            + [str(state / "export.ndjson")],
+            [
+                sys.executable,
+                "-m",
+                "metadata_server",
+                "db",
+                "export",
+                "--db",
+                str(db),
+                str(state / "export.ndjson"),
+            ],
             capture_output=True,
             text=True,
             timeout=30,
@@ -230,7 +239,7 @@ def test_cli_commands_write_private_files_whatever_the_umask(tmp_path: Path) -> 
             capture_output=True,
             text=True,
             timeout=60,
-            preexec_fn=lambda: os.umask(0o022),  # noqa: PLW1509 (no threads here)
+            preexec_fn=lambda: os.umask(0o022),
         )
         assert result.returncode == 0, result.stderr
 

@@ -87,7 +87,7 @@ def url_of(settings: Settings) -> str:
     listen = settings.admin.listen
     if listen.unix_path is not None:
         return f"unix:{listen.unix_path}"
-    host = "127.0.0.1" if listen.host in ("0.0.0.0", None) else listen.host
+    host = "127.0.0.1" if listen.host in ("0.0.0.0", None) else listen.host  # noqa: S104 (a comparison, not a bind)
     host = f"[{host}]" if host and ":" in host else host
     return f"http://{host}:{listen.port}"
 

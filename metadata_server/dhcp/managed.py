@@ -60,6 +60,7 @@ class ManagedDnsmasq:
         self.account: pwd.struct_passwd | None = None
         self.restarts = 0
         self._supervisor: asyncio.Task[None] | None = None
+        self._log_task: asyncio.Task[None] | None = None  # ends when dnsmasq does
         self._stopping = False
         self._restart_now = asyncio.Event()
 
@@ -132,7 +133,7 @@ class ManagedDnsmasq:
         except OSError as exc:
             raise DaemonError(f"cannot start dnsmasq: {exc.strerror}") from None
         assert self.process.stdout is not None
-        asyncio.create_task(_forward_log(self.process.stdout), name="dnsmasq-log")
+        self._log_task = asyncio.create_task(_forward_log(self.process.stdout), name="dnsmasq-log")
         log.info("started dnsmasq (pid %s) on %s", self.process.pid, ", ".join(self.interfaces))
 
     async def _supervise(self) -> None:

@@ -18,6 +18,6 @@ def template_environment(directory: Path | None = None) -> jinja2.Environment:
     return jinja2.Environment(
         loader=loader,
         undefined=jinja2.StrictUndefined,
-        autoescape=False,  # config files, not HTML; every value was validated as it came in
+        autoescape=False,  # config files, not HTML; every value was validated as it came in  # noqa: S701 (config files, not HTML)
         keep_trailing_newline=True,
     )

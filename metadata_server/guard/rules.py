@@ -200,7 +200,7 @@ def table_commands(plan: GuardPlan) -> list[Json]:
 
 def _dhcp_request() -> list[Json]:
     return [
-        _match(_payload("ip", "saddr"), "0.0.0.0"),
+        _match(_payload("ip", "saddr"), "0.0.0.0"),  # noqa: S104 (a DHCP request's source, not a bind)
         _match(_payload("udp", "sport"), 68),
         _match(_payload("udp", "dport"), 67),
     ]
@@ -254,7 +254,7 @@ def _guest_rules(t: _Table) -> list[Json]:
         t.rule(
             "check_arp",
             *_arp_ipv4(),
-            _match(_payload("arp", "saddr ip"), "0.0.0.0"),
+            _match(_payload("arp", "saddr ip"), "0.0.0.0"),  # noqa: S104 (an ARP probe's sender, not a bind)
             _match(_payload("arp", "saddr ether"), "@macs"),
             {"accept": None},
         ),

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from metadata_server.errors import MetadataError
 from metadata_server.iso.provision import Provisioner
-from metadata_server.iso.settings import AutoSettings  # noqa: F401 (also imported from here)
+from metadata_server.iso.settings import AutoSettings
 from metadata_server.model import VM, State
 from metadata_server.store.base import Change
 from metadata_server.xen.vifs import domains_by_mac

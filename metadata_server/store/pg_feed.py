@@ -201,7 +201,7 @@ class ChangeFeed:
             except Exception as exc:  # any failure: report, back off, reconnect
                 self._failed(exc)
                 await self._drop_connection()
-                await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+                await asyncio.sleep(backoff * random.uniform(0.8, 1.2))  # noqa: S311 (back-off jitter)
                 backoff = min(backoff * 2, self._t.backoff_max)
 
     async def _serve_once(self) -> None:

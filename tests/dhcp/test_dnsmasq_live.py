@@ -18,7 +18,7 @@ from tests.support.dhcp_client import get_lease, install_script, option_text
 from tests.support.dom0 import admin_call, dom0_config, wait_for_dhcp, wait_for_state
 from tests.support.netns import BridgeNetwork, bridge_network
 from tests.support.records import guest_body, mac_of
-from tests.support.requirements import need_root, need_tools
+from tests.support.requirements import need_root, need_tools, root_fixture
 from tests.support.server_process import server_process
 from tests.support.service import ADMIN_TOKEN
 
@@ -26,6 +26,7 @@ TEMPLATES = Path(__file__).resolve().parents[2] / "dhcp_templates"
 
 
 @pytest.fixture
+@root_fixture
 def net() -> Iterator[BridgeNetwork]:
     need_root()
     need_tools("ip", "dnsmasq", "busybox", "curl")

@@ -19,7 +19,7 @@ from tests.support.dom0 import admin_call as admin
 from tests.support.dom0 import wait_for_dhcp, wait_for_state
 from tests.support.netns import BridgeNetwork, Netns, bridge_network
 from tests.support.records import guest_body, mac_of
-from tests.support.requirements import need_root, need_tools
+from tests.support.requirements import need_root, need_tools, root_fixture
 from tests.support.server_process import server_process
 from tests.support.service import ADMIN_TOKEN
 
@@ -27,6 +27,7 @@ RUN_SCRIPT = Path("/usr/lib/x86_64-linux-gnu/kea/hooks/libdhcp_run_script.so")
 
 
 @pytest.fixture
+@root_fixture
 def net() -> Iterator[BridgeNetwork]:
     need_root()
     need_tools("ip", "busybox")

@@ -152,7 +152,7 @@ async def test_unwritable_directory_and_missing_binary(
     svc = MetadataService(
         make_settings(tmp_path, **dhcp_flags(tmp_path, **{"dhcp.directory": str(blocker / "dhcp")}))
     )
-    with pytest.raises(ConfigError, match="dhcp.directory: cannot create"):
+    with pytest.raises(ConfigError, match=r"dhcp.directory: cannot create"):
         await svc.start()  # the directory cannot even be made: the server refuses to start
 
     svc = MetadataService(make_settings(tmp_path / "b", **dhcp_flags(tmp_path / "b")))

@@ -122,7 +122,7 @@ async def test_live_responder_survives_garbage(
 
     async def bogus_tcp(i: int) -> None:
         try:
-            reader, writer = await asyncio.open_connection(*address)
+            _reader, writer = await asyncio.open_connection(*address)
         except OSError:
             return
         try:

@@ -30,7 +30,7 @@ from tests.support.dom0 import admin_call, dom0_config, wait_for_dhcp
 from tests.support.netns import BridgeNetwork, bridge_network
 from tests.support.netns import Guest as Port
 from tests.support.records import guest_body
-from tests.support.requirements import need_root, need_tools
+from tests.support.requirements import need_root, need_tools, root_fixture
 from tests.support.server_process import ServerProcess, server_process
 from tests.support.service import ADMIN_TOKEN
 
@@ -138,6 +138,7 @@ class Bed:
 
 
 @pytest.fixture(params=[False, True], ids=["guard-off", "guard-on"])
+@root_fixture
 def bed(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Bed]:
     need_root()
     need_tools("ip", "dnsmasq", "busybox", "nft", "arping", "curl")

@@ -22,13 +22,14 @@ from metadata_server.errors import ConfigError
 from metadata_server.guard.nft import Nft
 from tests.support.netns import BridgeNetwork, bridge_network, in_netns
 from tests.support.records import guest_body, mac_of
-from tests.support.requirements import need_root, need_tools
+from tests.support.requirements import need_root, need_tools, root_fixture
 from tests.support.service import ADMIN_TOKEN, make_settings, start_in_netns
 
 REFUSING_NFT = Path(__file__).resolve().parents[1] / "support" / "nft-kernel-refuses"
 
 
 @pytest.fixture
+@root_fixture
 def net() -> Iterator[BridgeNetwork]:
     need_root()
     need_tools("ip", "nft")
@@ -191,7 +192,7 @@ async def test_a_kernel_that_refuses_the_rules_stops_the_start(
     net: BridgeNetwork, tmp_path: Path
 ) -> None:
     service = MetadataService(settings(net, tmp_path, nft=str(REFUSING_NFT)))
-    with in_netns(net.dom0.name), pytest.raises(ConfigError, match="guard.enabled = false"):
+    with in_netns(net.dom0.name), pytest.raises(ConfigError, match=r"guard.enabled = false"):
         await service.start()
     assert tables(net) == []
 

@@ -29,7 +29,7 @@ from metadata_server.app import MetadataService
 from metadata_server.model import State
 from tests.guest_init.stub import Stub
 from tests.support.records import SAMPLE_HASH, SAMPLE_KEY, guest_body, mac_of
-from tests.support.requirements import need_root, need_tools
+from tests.support.requirements import need_root, need_tools, root_fixture
 from tests.support.rootfs import Rootfs, build_rootfs
 
 GUEST_INIT = Path(__file__).resolve().parents[2] / "guest_init"
@@ -152,6 +152,7 @@ def install(rootfs: Rootfs) -> None:
 
 
 @pytest.fixture
+@root_fixture
 def make_guest(tmp_path: Path) -> Iterator[Callable[..., Guest]]:
     """make_guest(shell="busybox", binaries=SHELLS[shell]) → a fresh guest rootfs with
     metadata-init installed; `binaries` are host programs copied in besides busybox.
@@ -203,7 +204,7 @@ def closed_port() -> Iterator[int]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    yield port
+    return port
 
 
 @pytest.fixture

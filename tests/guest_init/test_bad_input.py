@@ -266,8 +266,18 @@ def make_keys(directory: Path, openssl: str) -> Keys:
 def sign(keys: Keys, document: bytes, directory: Path, openssl: str) -> bytes:
     (directory / "document").write_bytes(document)
     subprocess.run(
-        [openssl, "pkeyutl", "-sign", "-inkey", str(keys.private), "-rawin"]
-        + ["-in", str(directory / "document"), "-out", str(directory / "signature")],
+        [
+            openssl,
+            "pkeyutl",
+            "-sign",
+            "-inkey",
+            str(keys.private),
+            "-rawin",
+            "-in",
+            str(directory / "document"),
+            "-out",
+            str(directory / "signature"),
+        ],
         check=True,
     )
     return (directory / "signature").read_bytes()

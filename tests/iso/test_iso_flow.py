@@ -30,7 +30,7 @@ from tests.guest_init.conftest import MAC, Guest, install, key_id, loopback_gues
 from tests.iso.conftest import World
 from tests.support.isomount import install_iso9660_standin
 from tests.support.records import SAMPLE_HASH, SAMPLE_KEY, mac_of
-from tests.support.requirements import need_root, need_tools
+from tests.support.requirements import need_root, need_tools, root_fixture
 from tests.support.rootfs import build_rootfs, shared_libraries
 from tests.support.xen_standins import ServerThread
 
@@ -44,10 +44,11 @@ def closed_port() -> Iterator[int]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    yield port
+    return port
 
 
 @pytest.fixture
+@root_fixture
 def guest(short_tmp: Path, xenstored: ServerThread) -> Guest:
     """Guest 5: a busybox root with metadata-init installed, the real xenstore-write, and
     domain 5's xenstored socket (a hard link: the guest sees no other domain's socket)."""

@@ -22,7 +22,7 @@ from metadata_server.iso.layout import Layout, config_iso
 from tests.iso.isodata import INSTANCE_ID, NONCE, make_view
 from tests.support.isomount import mounted_iso, need_iso_reader
 from tests.support.records import SAMPLE_HASH, SAMPLE_KEY, mac_of
-from tests.support.requirements import need_tools
+from tests.support.requirements import need_tools, root_fixture
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 USER_DATA = "#!/bin/sh\necho from-user-data\n"
@@ -97,6 +97,7 @@ def image(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
 
 
 @pytest.fixture
+@root_fixture
 def mounted(image: Path, tmp_path: Path) -> Iterator[Path]:
     need_iso_reader()
     with mounted_iso(image, tmp_path / "mnt") as mountpoint:
@@ -104,7 +105,7 @@ def mounted(image: Path, tmp_path: Path) -> Iterator[Path]:
 
 
 def _assert_read_only(mountpoint: Path) -> None:
-    with pytest.raises(OSError) as caught:
+    with pytest.raises(OSError) as caught:  # noqa: PT011 (which errno, next line)
         (mountpoint / "written").write_text("x")
     assert caught.value.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
 
@@ -154,6 +155,7 @@ def test_config_drive_reader(mounted: Path) -> None:
     ids=["nocloud", "configdrive"],
     indirect=["image"],
 )
+@pytest.mark.root
 def test_cloud_init_finds_the_device_by_label(image: Path, wanted: str, tmp_path: Path) -> None:
     need_iso_reader()
     tools = need_tools("losetup")

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import pytest
 from metadata_server_testbed.xen.xenstored import XenstoredServer
 
-from tests.support.requirements import need_root, need_tools
+from tests.support.requirements import need_root, need_tools, root_fixture
 
 T = TypeVar("T")
 
@@ -204,6 +204,7 @@ def xl_standin_command(state: Path, *options: str) -> tuple[str, ...]:
 
 
 @pytest.fixture
+@root_fixture
 def loop_devices() -> None:
     need_root()
     need_tools("losetup")

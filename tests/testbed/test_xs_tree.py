@@ -38,8 +38,8 @@ def store_with_guests() -> Store:
 
 
 def error_of(call: object) -> str:
+    assert callable(call)
     with pytest.raises(XsError) as caught:
-        assert callable(call)
         call()
     return caught.value.name
 

@@ -154,7 +154,7 @@ class Dom0:
 
     async def start(self) -> None:
         self.paths.root.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.paths.root, 0o755)  # dnsmasq reads the DHCP files as its own user
+        os.chmod(self.paths.root, 0o755)  # dnsmasq reads the DHCP files as its own user  # noqa: S103 (dnsmasq reads below it)
         await asyncio.to_thread(self.make_network)
         if self.iso and self.hypervisor == "standin":
             await self._start_xenstored()
@@ -223,7 +223,7 @@ class Dom0:
             "unshare", "--pid", "--fork", "--kill-child",
             *self._server_argv(),
         ]  # fmt: skip
-        with open(self.paths.server_log, "ab") as log_file:
+        with open(self.paths.server_log, "ab") as log_file:  # noqa: ASYNC230 (at start)
             self._unshare = await asyncio.create_subprocess_exec(
                 *argv,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -246,7 +246,7 @@ class Dom0:
             sys.executable, "-m", "metadata_server_testbed.xen.xenstored",
             "--dir", str(self.paths.xenstored), "--log-level", "warning",
         ]  # fmt: skip
-        with open(self.paths.xenstored_log, "ab") as log_file:
+        with open(self.paths.xenstored_log, "ab") as log_file:  # noqa: ASYNC230 (at start)
             self._xenstored = await asyncio.create_subprocess_exec(
                 *argv,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -291,7 +291,8 @@ class Dom0:
     # --- measuring ---------------------------------------------------------------------
 
     def snapshot(self) -> Dom0Snapshot:
-        assert self._namespace is not None and self.server_pid is not None
+        assert self._namespace is not None
+        assert self.server_pid is not None
         pids = procstats.processes_in(self._namespace)
         server = procstats.usage_of_all(pids)
         dnsmasq = procstats.usage_of_all(p for p in pids if procstats.command(p) == "dnsmasq")
@@ -355,7 +356,7 @@ async def _wait_for_line(
 ) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
-        text = path.read_text(errors="replace") if path.exists() else ""
+        text = path.read_text(errors="replace") if path.exists() else ""  # noqa: ASYNC240 (a small log, polled)
         if marker in text:
             return
         if process.returncode is not None:

@@ -69,7 +69,7 @@ class Options:
     guest_timeout: float = 60.0
     flow_timeout: float = 60.0
     signal_timeout: float = 3.0  # the ISO flow's timeout in the never-signals fault
-    work_parent: Path = Path("/tmp")
+    work_parent: Path = Path("/tmp")  # noqa: S108 (its own unique subdirectory)
 
     def run_options(self) -> RunOptions:
         return RunOptions(
@@ -214,7 +214,7 @@ def run_comparison(options: Options, *, stream: Any = None) -> tuple[Comparison,
     if stale:
         comparison.settings["stale_removed"] = stale
     work = Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir=options.work_parent))
-    os.chmod(work, 0o755)  # dnsmasq reads its files below it as its own user
+    os.chmod(work, 0o755)  # dnsmasq reads its files below it as its own user  # noqa: S103 (dnsmasq reads below it)
     prefix = f"msc{os.getpid() % 100000}{secrets.token_hex(2)}"
     owner = {"pid": os.getpid(), "started": procstats.start_time(os.getpid()), "prefix": prefix}
     (work / OWNER).write_text(json.dumps(owner))

@@ -25,7 +25,7 @@ MAX_GUESTS = 60000
 DOMAIN = "guests.internal"
 # A crypt string, not a password: the harness never handles a plain one.
 PASSWORD_HASH = (
-    "$6$compareharness$"
+    "$6$compareharness$"  # noqa: S105 (a sample hash for test guests)
     "ZNEGiETZH5IxhTYbBVcX6nYtZ8o6kEQLoLDhzkUpBsS9hFV59IXFADy5Hi1nYThvMJ1aoFpXV.wJtLtDjs6Hm."
 )
 USER_DATA = "#!/bin/sh\necho configured by the comparison harness\n"

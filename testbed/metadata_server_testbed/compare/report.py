@@ -28,7 +28,7 @@ def _mib(value: int) -> str:
 
 
 def _x(ratio: float) -> str:
-    return "∞" if math.isinf(ratio) else f"{ratio:.2f}×"
+    return "∞" if math.isinf(ratio) else f"{ratio:.2f}x"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -104,7 +104,8 @@ def verdict_lines(found: Sequence[Verdict], summaries: Sequence[RunSummary]) -> 
     lines = []
     for v in found:
         w, lo = v.winner, v.loser
-        assert w.times is not None and lo.times is not None
+        assert w.times is not None
+        assert lo.times is not None
         lines.append(
             f"- **N={v.guests}: {w.method} wins** on time: median {_s(w.times.p50)} s against "
             f"{_s(lo.times.p50)} s ({lo.method} takes {_x(v.p50_ratio)} as long), p95 "
@@ -150,7 +151,7 @@ def fault_lines(faults: Sequence[FaultRecord]) -> list[str]:
         ]
         for f in faults
     ]
-    lines = ["## Faults", ""] + _table(header, rows) + [""]
+    lines = ["## Faults", "", *_table(header, rows), ""]
     lines.append("What surviving means, and what happened:")
     lines.append("")
     for f in faults:
@@ -162,7 +163,7 @@ def fault_lines(faults: Sequence[FaultRecord]) -> list[str]:
             lines.append(f"  - left behind: {item}")
         for error in f.errors:
             lines.append(f"  - error: {error}")
-    return lines + [""]
+    return [*lines, ""]
 
 
 def real_and_standin(host: dict[str, object]) -> list[str]:
@@ -202,7 +203,7 @@ def real_and_standin(host: dict[str, object]) -> list[str]:
             "- The kernel's iso9660 driver (this kernel has none): `mount.iso9660`, "
             "mounting the ISO read-only with fuseiso (FUSE) inside the guest."
         )
-    return lines + [""]
+    return [*lines, ""]
 
 
 MEASURED = [

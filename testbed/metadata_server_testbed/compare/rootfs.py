@@ -304,7 +304,7 @@ def build_rootfs(path: Path, *, shell: str = "busybox", binaries: Sequence[str] 
     path.mkdir(parents=True, exist_ok=True)
     for name in _DIRS:
         (path / name).mkdir(parents=True, exist_ok=True)
-    os.chmod(path / "tmp", 0o1777)
+    os.chmod(path / "tmp", 0o1777)  # noqa: S103 (a guest's /tmp)
     os.chmod(path / "root", 0o700)
     shutil.copy2(BUSYBOX, path / "bin/busybox")
     listing = subprocess.run(

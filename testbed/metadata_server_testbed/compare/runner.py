@@ -271,7 +271,8 @@ async def _run(
     bar: Progress | None,
 ) -> None:
     await dom0.start()
-    assert dom0.admin is not None and dom0.server_pid is not None
+    assert dom0.admin is not None
+    assert dom0.server_pid is not None
     syncs = (await dom0.admin.dhcp_status()).get("syncs", 0) if scenario.dhcp else 0
     await dom0.admin.import_guests([plan.record() for plan in fleet.plans])
     if scenario.dhcp:

@@ -132,9 +132,11 @@ def verdicts(summaries: Sequence[RunSummary]) -> list[Verdict]:
         if len(pair) != 2:
             continue
         a, b = pair
-        assert a.times is not None and b.times is not None
+        assert a.times is not None
+        assert b.times is not None
         winner, loser = (a, b) if a.times.p50 <= b.times.p50 else (b, a)
-        assert winner.times is not None and loser.times is not None
+        assert winner.times is not None
+        assert loser.times is not None
         cheap, dear = (a, b) if a.dom0_cpu_s <= b.dom0_cpu_s else (b, a)
         found.append(
             Verdict(

@@ -21,13 +21,14 @@ from metadata_server_testbed.compare.leftovers import Scope, find_leftovers
 from metadata_server_testbed.compare.netns import namespaces
 from metadata_server_testbed.compare.stats import percentile
 
-from tests.support.requirements import need_root, need_tools
+from tests.support.requirements import need_root, need_tools, root_fixture
 
 PNG = b"\x89PNG\r\n\x1a\n"
 GUESTS = 3
 
 
 @pytest.fixture(scope="module")
+@root_fixture
 def result(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, Path, dict[str, Any]]:
     need_root()
     need_tools(*DOM0_TOOLS, *image_tools())

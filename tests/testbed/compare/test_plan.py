@@ -30,7 +30,7 @@ def test_guests_are_distinct_and_in_the_benchmark_range() -> None:
 
 @pytest.mark.parametrize("count", [0, 60001], ids=["none", "too-many"])
 def test_guest_count_is_bounded(count: int) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="the number of guests must be"):
         plan_guests(count)
 
 

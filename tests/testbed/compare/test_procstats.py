@@ -50,6 +50,7 @@ def test_usage_of_this_process_and_of_none() -> None:
     assert procstats.command(os.getpid()) != "" and procstats.command(2**22 + 12345) == ""
 
 
+@pytest.mark.root
 def test_tasks_created_in_a_pid_namespace() -> None:
     need_root()
     need_tools("nsenter")

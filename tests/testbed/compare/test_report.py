@@ -56,7 +56,7 @@ def test_report_has_a_table_per_method_the_verdicts_and_the_goal() -> None:
     assert "| 200 | 200 | 0 | 1.000 |" in text  # network N=200: p50 1 s
     assert "**N=2: network wins** on time: median 0.250 s against 0.550 s" in text
     assert "**N=200: network wins**" in text
-    assert "iso costs" not in text and "network costs 3.33× as much" in text
+    assert "iso costs" not in text and "network costs 3.33x as much" in text
     assert "Goal" in text and "**not met** (199/200 within 10 s, slowest 11.000 s" in text
     assert "| killed | iso | 1 | 0 | 1 | 0 | yes | 0 | yes |" in text
     assert "Nothing: the final check after cleanup found no" in text

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from metadata_server_testbed.compare.rootfs import Overlay, build_rootfs
 
 from tests.support.requirements import need_root, need_tools
 
 
+@pytest.mark.root
 def test_overlay_and_binds_stay_inside_the_guest(tmp_path: Path) -> None:
     need_root()
     need_tools("unshare", "chroot", "busybox", "ldd")

@@ -8,6 +8,7 @@ import os
 import secrets
 from pathlib import Path
 
+import pytest
 from metadata_server_testbed.compare import procstats
 from metadata_server_testbed.compare.harness import OWNER, sweep_stale
 from metadata_server_testbed.compare.netns import ip_batch, namespaces
@@ -22,6 +23,7 @@ def work_dir(parent: Path, name: str, pid: int, started: int | None, prefix: str
     return directory
 
 
+@pytest.mark.root
 def test_leftovers_of_a_killed_comparison_are_removed(tmp_path: Path) -> None:
     need_root()
     need_tools("ip")

@@ -40,7 +40,7 @@ def test_percentile(values: list[float], q: float, expected: float) -> None:
     ("values", "q"), [([], 50), ([1.0], -1), ([1.0], 101)], ids=["empty", "below", "above"]
 )
 def test_percentile_refuses(values: list[float], q: float) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"no values|q must be"):
         percentile(values, q)
 
 
@@ -64,7 +64,7 @@ def run(method: str, n: int, times: list[float | None], cpu: float) -> RunRecord
             state="configured" if t is not None else "fetched",
             via=method if t is not None else "",
             exit_code=0,
-        )  # fmt: skip
+        )
         for i, t in enumerate(times)
     ]
     done = [t for t in times if t is not None]
