@@ -109,23 +109,19 @@ def poison(net: BridgeNetwork, attacker: Guest, address: str, deadline: float = 
     attacker.ns.run("ip", "addr", "add", f"{address}/24", "dev", "eth0")
     started = time.monotonic()
     while time.monotonic() - started < deadline:
-        for mode in ("-U", "-A"):
+        arpings = [
             attacker.ns.popen(
-                "arping",
-                "-q",
-                "-c",
-                "1",
-                mode,
-                "-I",
-                "eth0",
-                "-s",
-                address,
-                address,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                "arping", "-q", "-c", "1", mode, "-I", "eth0", "-s", address, address,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
+            for mode in ("-U", "-A")
+        ]  # fmt: skip
         time.sleep(0.05)
-        if attacker.mac in net.dom0.run("ip", "neigh", "show", address, "dev", "br0").lower():
+        held = attacker.mac in net.dom0.run("ip", "neigh", "show", address, "dev", "br0").lower()
+        for arping in arpings:
+            arping.kill()
+            arping.wait()
+        if held:
             return time.monotonic() - started
     raise AssertionError(f"Dom0 never took {attacker.mac} for {address}")
 
@@ -223,6 +219,8 @@ async def test_a_neighbour_change_voids_an_open_connections_proof(
         client.stdin.flush()
         second = await asyncio.to_thread(client.stdout.readline)
         client.wait(timeout=10)
+        client.stdin.close()
+        client.stdout.close()
         assert (first.strip(), second.strip()) == (b"200", b"no answer")
         assert "refused 198.18.0.11" in caplog.text
     finally:

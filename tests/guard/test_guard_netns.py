@@ -95,8 +95,8 @@ class Bed:
     spawned: list[subprocess.Popen[bytes]]
 
     def spawn(self, port: Port, *argv: str) -> subprocess.Popen[bytes]:
-        log = (self.tmp / f"spawned-{len(self.spawned)}.log").open("wb")
-        process = port.ns.popen(*argv, stdout=log, stderr=subprocess.STDOUT)
+        with (self.tmp / f"spawned-{len(self.spawned)}.log").open("wb") as log:
+            process = port.ns.popen(*argv, stdout=log, stderr=subprocess.STDOUT)
         self.spawned.append(process)
         return process
 
