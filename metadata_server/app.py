@@ -43,8 +43,10 @@ from metadata_server.http.keys import (
     SNAPSHOT,
     TOKEN_SECRET,
 )
+from metadata_server.http.metrics import METRICS
 from metadata_server.identity import IdentityPolicy, IdentityResolver, NeighbourLookup
 from metadata_server.iso.service import IsoFallback
+from metadata_server.metrics import Metrics
 from metadata_server.model import METADATA_ADDRESS, AddressRules
 from metadata_server.netlink import (
     BridgeAddressError,
@@ -57,6 +59,7 @@ from metadata_server.registry import Registry
 from metadata_server.signing import ensure_key
 from metadata_server.snapshot import GuestSnapshot
 from metadata_server.store import Change, Store, open_store
+from metadata_server.store.health import health_of
 
 log = logging.getLogger(__name__)
 
@@ -205,9 +208,14 @@ class MetadataService:
             neighbours,
         )
 
-        guest_app = make_guest_app()
+        self.metrics = Metrics(clock=self._clock)
+        self.registry.subscribe(self.metrics.observe_changes)
+        guest_app = make_guest_app(self.metrics)
         add_cloud_routes(guest_app)
-        admin_app = make_admin_app(self.admin_token)
+        admin_app = make_admin_app(
+            self.admin_token, public_metrics=settings.admin.listen.is_local()
+        )
+        admin_app[METRICS] = self.metrics
         for app in (guest_app, admin_app):
             app[REGISTRY] = self.registry
             app[SNAPSHOT] = self.snapshot
@@ -296,6 +304,8 @@ class MetadataService:
             assert guarded.bound is not None
             self.guest_addresses.append(BoundAddress(*guarded.bound))
 
+        self._read_metrics(counter)
+
         if settings.dns is not None:
             self.dns = DnsService(settings.dns, self.store, settings.domain)
             await self.dns.start()
@@ -318,6 +328,40 @@ class MetadataService:
             ", ".join(address.url for address in self.guest_addresses),
             self.admin_address.url,
         )
+
+    def _read_metrics(self, counter: ConnectionCounter) -> None:
+        """Where /metrics reads what the parts know at scrape time."""
+        readings = self.metrics.readings
+        readings.states = self.snapshot.count_by_state
+        readings.connection_refusals = lambda: dict(counter.refused)
+        readings.store_healthy = lambda: health_of(self.store).healthy
+        readings.feed_lag = getattr(self.store, "feed_lag", None)
+        if self.dhcp is not None:
+            readings.dhcp = self._dhcp_counts
+        if self.guard is not None:
+            readings.guard = self._guard_drops
+        if self.iso is not None:
+            self.iso.provisioner.on_flow = self.metrics.observe_flow
+
+    def _dhcp_counts(self) -> dict[str, int]:
+        status = self.dhcp.status() if self.dhcp is not None else None
+        if status is None:
+            return {}
+        return {
+            "renders": status.renders,
+            "refusals": status.refusals,
+            "reloads": status.reloads,
+            "left_out": len(status.left_out),
+        }
+
+    def _guard_drops(self) -> dict[str, int]:
+        if self.guard is None:
+            return {}
+        drops: dict[str, int] = {"unregistered": self.guard.status.unregistered_drops}
+        for kinds in self.guard.status.drops.values():
+            for kind, packets in kinds.items():
+                drops[kind] = drops.get(kind, 0) + packets
+        return drops
 
     def _admin_url(self) -> str:
         assert self.admin_address is not None

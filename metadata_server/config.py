@@ -256,6 +256,15 @@ class ListenAddress:
     port: int | None
     unix_path: str | None = None
 
+    def is_local(self) -> bool:
+        """Only this host can reach it: a unix socket, or a loopback address."""
+        if self.unix_path is not None:
+            return True
+        try:
+            return self.host is not None and ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return self.host == "localhost"
+
     def __str__(self) -> str:
         if self.unix_path is not None:
             return f"unix:{self.unix_path}"

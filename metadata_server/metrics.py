@@ -154,8 +154,10 @@ class Metrics:
             registry=self.registry,
         )
 
-    def observe_request(self, path: str, status: int, seconds: float) -> None:
-        family = route_family(path)
+    def observe_request(
+        self, path: str, status: int, seconds: float, family: str | None = None
+    ) -> None:
+        family = family or route_family(path)
         self.requests.labels(family, str(status)).inc()
         self.request_seconds.labels(family).observe(seconds)
 
@@ -186,26 +188,23 @@ def histogram_quantile(
     text: str, name: str, quantile: float, labels: dict[str, str] | None = None
 ) -> float | None:
     """A quantile of a histogram from exposition text, as Prometheus estimates it (the
-    upper bound of the bucket holding it): for benchmarks and tests that read /metrics."""
-    buckets: list[tuple[float, float]] = []
+    upper bound of the bucket holding it): for benchmarks and tests that read /metrics.
+    Series that match `labels` are added together."""
+    counts: dict[float, float] = {}
     for line in text.splitlines():
         if not line.startswith(f"{name}_bucket{{"):
             continue
-        label_text, _, value = line[len(name) + 8 :].partition("} ")
-        pairs = dict(item.split("=", 1) for item in label_text.split(",") if "=" in item)
-        pairs = {k: v.strip('"') for k, v in pairs.items()}
+        label_text, _, value = line[len(name) + len("_bucket{") :].partition("} ")
+        pairs: dict[str, str] = {}
+        for item in label_text.split(","):
+            key, _, quoted = item.partition("=")
+            pairs[key] = quoted.strip('"')
         if labels and any(pairs.get(k) != v for k, v in labels.items()):
             continue
-        bound = pairs.get("le", "")
-        buckets.append((float("inf") if bound == "+Inf" else float(bound), float(value)))
-    merged: dict[float, float] = {}
-    for bound, count in buckets:
-        merged[bound] = merged.get(bound, 0.0) + count
-    ordered = sorted(merged.items())
+        bound = float("inf") if pairs.get("le") == "+Inf" else float(pairs.get("le", "nan"))
+        counts[bound] = counts.get(bound, 0.0) + float(value)
+    ordered = sorted(counts.items())
     if not ordered or ordered[-1][1] == 0:
         return None
     target = quantile * ordered[-1][1]
-    for bound, count in ordered:
-        if count >= target:
-            return bound
-    return ordered[-1][0]
+    return next(bound for bound, count in ordered if count >= target)

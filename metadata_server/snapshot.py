@@ -75,6 +75,15 @@ class GuestSnapshot:
             else:
                 self._put(change.vm)
 
+    def count_by_state(self) -> dict[str, int]:
+        """How many guests served here are in each state."""
+        counts: dict[str, int] = {}
+        for state in [d.state for d in self._by_address.values()] + [
+            vm.state for vm in self._unrendered.values()
+        ]:
+            counts[state.value] = counts.get(state.value, 0) + 1
+        return counts
+
     def address_of(self, mac: str) -> str | None:
         """The address reserved for `mac`, if its guest is served here."""
         return self._address_of_mac.get(mac)

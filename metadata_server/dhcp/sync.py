@@ -45,6 +45,7 @@ class DhcpStatus:
     renders: int = 0
     writes: int = 0
     reloads: int = 0
+    refusals: int = 0  # renders the daemon's checker refused
     last_attempt: float | None = None
     last_success: float | None = None
     managed_pid: int | None = None  # the dnsmasq the server runs itself, if it does
@@ -136,7 +137,11 @@ class DhcpSync:
         current = read_files(self.directory, self._names)
         changed = {name for name in self._names if current is None or current[name] != files[name]}
         if changed:
-            await self.daemon.check(files)
+            try:
+                await self.daemon.check(files)
+            except MetadataError:
+                self.state.refusals += 1
+                raise
             replace_files(self.directory, files)
             self.state.writes += 1
             await self.daemon.reload(changed)

@@ -21,6 +21,8 @@ from metadata_server.http.guard import guard_summary
 from metadata_server.http.import_body import import_rows
 from metadata_server.http.iso import add_routes as add_iso_routes
 from metadata_server.http.keys import DHCP, REGISTRY, SETTINGS, SNAPSHOT
+from metadata_server.http.metrics import PATH as METRICS_PATH
+from metadata_server.http.metrics import add_routes as add_metrics_routes
 from metadata_server.http.middleware import (
     Handler,
     bearer_auth,
@@ -299,11 +301,13 @@ def add_routes(app: web.Application) -> None:
                 resource.add_route("HEAD", handler)
     add_iso_routes(app)
     add_guard_routes(app)
+    add_metrics_routes(app)
     close_resources(app)
 
 
-def make_admin_app(token: str) -> web.Application:
+def make_admin_app(token: str, *, public_metrics: bool = False) -> web.Application:
     # Bodies are read through read_body with per-route limits; this is only the ceiling.
-    app = web.Application(middlewares=[json_errors, bearer_auth(token, PUBLIC_PATHS)])
+    public = PUBLIC_PATHS | {METRICS_PATH} if public_metrics else PUBLIC_PATHS
+    app = web.Application(middlewares=[json_errors, bearer_auth(token, public)])
     add_routes(app)
     return app

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qsl
 
 from aiohttp import hdrs, web
@@ -35,6 +37,7 @@ from metadata_server.http.keys import ACCESS, REGISTRY, SIGNER, SNAPSHOT
 from metadata_server.http.middleware import decode_text, error_response, parse_json, read_body
 from metadata_server.http.paths import GUEST_ROUTES, install
 from metadata_server.identity import Caller, IdentityResolver
+from metadata_server.metrics import Metrics
 from metadata_server.model import GUEST_REPORTABLE_STATES, State, parse_message
 from metadata_server.ratelimit import TokenBuckets
 from metadata_server.tokens import issue_token, token_is_valid
@@ -308,10 +311,28 @@ def add_routes(app: web.Application) -> None:
     routes.add_get("/healthz", healthz)
 
 
-def make_guest_app() -> web.Application:
+def timed(metrics: Metrics) -> Any:
+    """A middleware that times every guest request for /metrics (by route family; a
+    GCE-style long-poll is its own family, `wait`)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        response = await handler(request)
+        family = "wait" if "wait_for_change" in request.query_string else None
+        metrics.observe_request(
+            request.path, response.status, time.perf_counter() - started, family
+        )
+        return response
+
+    return middleware
+
+
+def make_guest_app(metrics: Metrics | None = None) -> web.Application:
     """The guest app; its routes (these and the cloud ones) go in `app[GUEST_ROUTES]`,
     which matches paths as IMDS does (see http/paths.py)."""
-    app = web.Application(client_max_size=64 * 1024)
+    middlewares = [timed(metrics)] if metrics is not None else []
+    app = web.Application(client_max_size=64 * 1024, middlewares=middlewares)
     install(app)
     add_routes(app)
     return app

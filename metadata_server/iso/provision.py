@@ -28,6 +28,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,6 +139,8 @@ class Provisioner:
         self._flows: dict[str, asyncio.Task[ProvisionResult]] = {}
         self._domids: set[int] = set()
         self._closed = False
+        # (outcome, seconds) of every flow that ran: for /metrics
+        self.on_flow: Callable[[str, float], None] | None = None
 
     # --- arguments ----------------------------------------------------------------------
 
@@ -212,6 +216,24 @@ class Provisioner:
             raise
 
     async def _flow(
+        self, vm: VM, domid: int | None, timeout: float, layout: Layout
+    ) -> ProvisionResult:
+        started, outcome = time.monotonic(), "cancelled"
+        try:
+            result = await self._flow_steps(vm, domid, timeout, layout)
+            outcome = "configured" if result.vm.state is State.CONFIGURED else "reported"
+            return result
+        except MetadataError as error:
+            outcome = str(error.code)
+            raise
+        except Exception:
+            outcome = "internal"
+            raise
+        finally:
+            if self.on_flow is not None:
+                self.on_flow(outcome, time.monotonic() - started)
+
+    async def _flow_steps(
         self, vm: VM, domid: int | None, timeout: float, layout: Layout
     ) -> ProvisionResult:
         try:

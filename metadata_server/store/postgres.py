@@ -140,6 +140,10 @@ class PostgresStore:
     def health(self) -> StoreHealth:
         return self._feed.health if self._feed is not None else StoreHealth("postgresql")
 
+    def feed_lag(self) -> float | None:
+        """Seconds behind other servers' changes (None before the feed started)."""
+        return self._feed.lag() if self._feed is not None else None
+
     def _publish(self, changes: Sequence[Change]) -> None:
         self._feed_out.publish(changes)
 
