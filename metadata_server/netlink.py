@@ -147,10 +147,17 @@ class NetlinkNeighbours:
             return PeerLink(local=True, ifindex=None, mac=None)
         ifindex = route.get("oif")
         mac: str | None = None
-        async for entry in await self._ipr.neigh("dump", dst=address):
-            if entry.get("dst") != address or entry["ifindex"] != ifindex:
-                continue
-            if entry["state"] & (NUD_INCOMPLETE | NUD_FAILED):
+        # One entry asked for (RTM_GETNEIGH), not the whole table dumped: a boot storm's
+        # table holds every guest, and each new connection asks.
+        try:
+            entries = await self._ipr.neigh("get", dst=address, ifindex=ifindex)
+        except NetlinkError as exc:  # no entry: nobody holds the address now
+            log.debug("no neighbour entry for %s: %s", address, exc)
+            entries = []
+        if hasattr(entries, "__aiter__"):
+            entries = [entry async for entry in entries]
+        for entry in entries:
+            if entry.get("dst") != address or entry["state"] & (NUD_INCOMPLETE | NUD_FAILED):
                 continue
             mac = entry.get("lladdr")
         return PeerLink(local=False, ifindex=ifindex, mac=mac.lower() if mac else None)

@@ -61,7 +61,7 @@ def time_table(summaries: Sequence[RunSummary]) -> list[str]:
 
 def cost_table(summaries: Sequence[RunSummary]) -> list[str]:
     header = [
-        "method", "N", "Dom0 CPU s", "per guest s", "DHCP s", "xl stand-in s",
+        "method", "N", "Dom0 CPU s", "per guest s", "guest's own CPU s", "DHCP s", "xl stand-in s",
         "xenstored stand-in s",
         "written MiB", "ISO MiB", "tasks spawned", "requests served", "left behind",
     ]  # fmt: skip
@@ -71,6 +71,7 @@ def cost_table(summaries: Sequence[RunSummary]) -> list[str]:
             str(s.guests),
             f"{s.dom0_cpu_s:.2f}",
             f"{s.dom0_cpu_per_guest_s:.3f}",
+            f"{s.guests_cpu_per_guest_s:.3f}",
             f"{s.dhcp_cpu_s:.2f}",
             f"{s.standin_cpu_s:.2f}",
             f"{s.xenstored_cpu_s:.2f}",

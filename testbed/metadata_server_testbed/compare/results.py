@@ -59,6 +59,9 @@ class RunRecord:
     configured: int
     failed: int
     dom0: Dom0Cost
+    # CPU the simulated guests themselves used (their boot scripts, udhcpc, wget...):
+    # on this one machine they share the cores with Dom0
+    guests_cpu_s: float = 0.0
     leftovers: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     guest_records: list[GuestRecord] = field(default_factory=list)

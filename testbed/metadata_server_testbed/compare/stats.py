@@ -63,6 +63,7 @@ class RunSummary:
     within_10s: int  # guests configured within 10 s of their boot start
     dom0_cpu_s: float
     dom0_cpu_per_guest_s: float
+    guests_cpu_per_guest_s: float
     dhcp_cpu_s: float
     standin_cpu_s: float
     xenstored_cpu_s: float
@@ -89,6 +90,7 @@ def summarize_run(run: RunRecord) -> RunSummary:
         within_10s=sum(1 for t in times if t <= 10.0),
         dom0_cpu_s=cost.cpu_s,
         dom0_cpu_per_guest_s=cost.cpu_s / run.guests if run.guests else 0.0,
+        guests_cpu_per_guest_s=run.guests_cpu_s / run.guests if run.guests else 0.0,
         dhcp_cpu_s=cost.dhcp_cpu_s,
         standin_cpu_s=cost.standin_cpu_s,
         xenstored_cpu_s=cost.xenstored_cpu_s,
