@@ -31,6 +31,8 @@ OPENAPI_PATHS: dict[str, Any] = {
     PATH: {
         "get": {
             "summary": "Prometheus metrics (no token on a loopback or unix-socket listener)",
+            # The token is asked for only where the listener is not local: both are allowed.
+            "security": [{}, {"bearer": []}],
             "responses": {
                 "200": {
                     "description": "The Prometheus text exposition format",
