@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import itertools
 import logging
 import time
@@ -98,9 +99,20 @@ class NetlinkNeighbours:
                         self.changed(str(destination))
             except asyncio.CancelledError:
                 raise
+            except OSError as exc:
+                if exc.errno != errno.ENOBUFS:
+                    log.exception("reading neighbour events failed; going on")
+                    await asyncio.sleep(0.1)
+                # Events were lost (the kernel's queue overflowed): every proof is void.
+                self.changed_all()
             except Exception:  # the watch must not die with one bad message
                 log.exception("reading neighbour events failed; going on")
                 await asyncio.sleep(0.1)
+
+    def changed_all(self) -> None:
+        """Count a change of every address: no answer taken before now counts."""
+        self._generations.clear()
+        self._floor = next(self._counter)
 
     async def peer_link(self, address: str, *, not_before: float) -> PeerLink:
         """Where `address` is now, from a lookup that started at or after `not_before`
@@ -244,6 +256,12 @@ class BridgePorts:
                     self.changed.set()
             except asyncio.CancelledError:
                 raise
+            except OSError as exc:
+                # ENOBUFS: events were lost (many links at once); looking again covers them.
+                self.changed.set()
+                if exc.errno != errno.ENOBUFS:
+                    log.exception("reading link events failed; going on")
+                    await asyncio.sleep(0.1)
             except Exception:
                 log.exception("reading link events failed; going on")
                 await asyncio.sleep(0.1)

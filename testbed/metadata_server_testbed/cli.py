@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -123,6 +124,9 @@ def options_from(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace, settings_from: Callable[..., Any] | None = None) -> int:
     """The command's handler (`settings_from` is the CLI's; the harness needs none)."""
+    # metadata-server runs every command under umask 077; the bench's directories must
+    # stay readable to the dnsmasq its Dom0 runs as another user (they hold test data).
+    os.umask(0o022)
     from metadata_server_testbed.compare.harness import missing_requirements, run_comparison
     from metadata_server_testbed.compare.report import verdict_lines
     from metadata_server_testbed.compare.stats import summarize_run, verdicts
