@@ -13,16 +13,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import errno
 import itertools
 import logging
+import os
+import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from pyroute2 import AsyncIPRoute
+from pyroute2.netlink import NETLINK_ROUTE, NLM_F_DUMP, NLM_F_REQUEST
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl import RTMGRP_LINK, RTMGRP_NEIGH
+from pyroute2.netlink.rtnl import RTM_GETLINK, RTMGRP_LINK, RTMGRP_NEIGH
+from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +51,125 @@ class PeerLink:
 NOBODY = PeerLink(local=False, ifindex=None, mac=None)
 
 
+THIS_THREADS_NAMESPACE = "/proc/thread-self/ns/net"
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd: int) -> None:
+    # os.setns arrives in Python 3.12; Debian 12 has 3.11.
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+def _rtnetlink_socket_in(namespace: int) -> socket.socket:
+    """A NETLINK_ROUTE socket in the network namespace `namespace` (an open fd) names;
+    this thread enters it only for the call, and only when it is elsewhere."""
+    here = os.open(THIS_THREADS_NAMESPACE, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        same = os.fstat(here)[1:3] == os.fstat(namespace)[1:3]  # (inode, device)
+        if not same:
+            _setns(namespace)
+        try:
+            return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
+        finally:
+            if not same:
+                _setns(here)
+    finally:
+        os.close(here)
+
+
+class EventWatch:
+    """One rtnetlink multicast subscription that survives lost events.
+
+    When the kernel's queue for the socket overflows (ENOBUFS) the events still buffered
+    cannot be told apart from those sent after the loss, so the socket is replaced by a
+    fresh one and `on_gap` runs: everything delivered afterwards was sent after the fresh
+    socket was bound, in order and without holes. `start` returns once the first socket
+    is bound, so a dump taken after it misses nothing.
+    """
+
+    def __init__(
+        self,
+        groups: int,
+        name: str,
+        on_message: Callable[[Any], None],
+        on_gap: Callable[[], None],
+    ) -> None:
+        self._groups = groups
+        self._name = name
+        self._on_message = on_message
+        self._on_gap = on_gap
+        self._task: asyncio.Task[None] | None = None
+        self._namespace: int | None = None
+        self.replaced = 0  # sockets replaced after a loss (for tests and logs)
+
+    async def start(self) -> None:
+        # A replacement socket must watch the namespace the first one did, whichever
+        # namespace this thread is in by then.
+        self._namespace = os.open(THIS_THREADS_NAMESPACE, os.O_RDONLY | os.O_CLOEXEC)
+        first = await self._bind()
+        self._task = asyncio.create_task(self._run(first), name=self._name)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._namespace is not None:
+            os.close(self._namespace)
+            self._namespace = None
+
+    async def _bind(self) -> Any:
+        assert self._namespace is not None
+        ipr = AsyncIPRoute(fileno=_rtnetlink_socket_in(self._namespace).detach())
+        await ipr.bind(groups=self._groups)
+        return ipr
+
+    async def _run(self, ipr: Any) -> None:
+        try:
+            while True:
+                try:
+                    await self._read(ipr)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    if getattr(exc, "errno", None) != errno.ENOBUFS:
+                        log.exception(
+                            "%s: reading netlink events failed; starting over", self._name
+                        )
+                        await asyncio.sleep(0.1)
+                ipr.close()
+                ipr = None
+                while ipr is None:
+                    try:
+                        ipr = await self._bind()
+                    except OSError:
+                        log.exception("%s: cannot subscribe to netlink events again", self._name)
+                        await asyncio.sleep(1.0)
+                self.replaced += 1
+                self._on_gap()
+        finally:
+            if ipr is not None:
+                ipr.close()
+
+    async def _read(self, ipr: Any) -> None:
+        while True:
+            async for message in ipr.get():
+                try:
+                    self._on_message(message)
+                except Exception:  # one odd message must not end the watch
+                    log.exception("%s: could not take a netlink event", self._name)
+
+
 class NetlinkNeighbours:
     """Neighbour-table lookups over one rtnetlink socket, and a watch on its changes."""
 
     def __init__(self, clock: Any = time.monotonic) -> None:
         self._ipr: Any = None
-        self._watch_ipr: Any = None
-        self._watch: asyncio.Task[None] | None = None
+        self._watch: EventWatch | None = None
         self._clock = clock
         self._counter = itertools.count(1)
         self._floor = 0
@@ -61,20 +179,18 @@ class NetlinkNeighbours:
     async def start(self) -> None:
         self._ipr = AsyncIPRoute()
         await self._ipr.setup_endpoint()
-        self._watch_ipr = AsyncIPRoute()
-        await self._watch_ipr.bind(groups=RTMGRP_NEIGH)
-        self._watch = asyncio.create_task(self._follow_changes(), name="neighbour-watch")
+        self._watch = EventWatch(
+            RTMGRP_NEIGH, "neighbour-watch", self._take, on_gap=self.changed_all
+        )
+        await self._watch.start()
 
     async def stop(self) -> None:
         if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
+            await self._watch.stop()
             self._watch = None
-        for ipr in (self._watch_ipr, self._ipr):
-            if ipr is not None:
-                ipr.close()
-        self._ipr = self._watch_ipr = None
+        if self._ipr is not None:
+            self._ipr.close()
+        self._ipr = None
 
     def generation(self, address: str) -> int:
         """A number that changes whenever the kernel reports a change of `address`'s
@@ -89,25 +205,10 @@ class NetlinkNeighbours:
             self._floor = next(self._counter)
         self._generations[address] = next(self._counter)
 
-    async def _follow_changes(self) -> None:
-        assert self._watch_ipr is not None
-        while True:
-            try:
-                async for message in self._watch_ipr.get():
-                    destination = message.get("dst")
-                    if destination:
-                        self.changed(str(destination))
-            except asyncio.CancelledError:
-                raise
-            except OSError as exc:
-                if exc.errno != errno.ENOBUFS:
-                    log.exception("reading neighbour events failed; going on")
-                    await asyncio.sleep(0.1)
-                # Events were lost (the kernel's queue overflowed): every proof is void.
-                self.changed_all()
-            except Exception:  # the watch must not die with one bad message
-                log.exception("reading neighbour events failed; going on")
-                await asyncio.sleep(0.1)
+    def _take(self, message: Any) -> None:
+        destination = message.get("dst")
+        if destination:
+            self.changed(str(destination))
 
     def changed_all(self) -> None:
         """Count a change of every address: no answer taken before now counts."""
@@ -220,51 +321,96 @@ async def remove_address(ifname: str, address: str, prefixlen: int) -> None:
 
 
 class BridgePorts:
-    """The ports of one bridge, and a signal whenever any link changes (a guest's vif
-    comes or goes), so the bridge guard can look again at once."""
+    """The ports of one bridge, kept from the kernel's link events, and a signal whenever
+    that set changes (a guest's vif comes or goes), so the bridge guard can look again.
 
-    def __init__(self, bridge: str) -> None:
+    One dump of the bridge's members (filtered by the kernel) at the first look; after
+    that each RTM_NEWLINK/RTM_DELLINK updates the set, so a boot storm's hundreds of link
+    events cost one small message each, not a dump of every link on the host each. Lost
+    events, the bridge itself changing, or RESYNC seconds bring a fresh dump.
+    """
+
+    RESYNC = 60.0
+
+    def __init__(self, bridge: str, clock: Any = time.monotonic) -> None:
         self.bridge = bridge
+        self._clock = clock
         self._ipr: Any = None
-        self._watch_ipr: Any = None
-        self._watch: asyncio.Task[None] | None = None
+        self._watch: EventWatch | None = None
+        self._bridge_index: int | None = None
+        self._members: dict[int, str] = {}
+        self._dumped_at: float | None = None
+        self._during_dump: list[Any] | None = None
+        self._losses = 0
         self.changed = asyncio.Event()
 
     async def start(self) -> None:
         self._ipr = AsyncIPRoute()
         await self._ipr.setup_endpoint()
-        self._watch_ipr = AsyncIPRoute()
-        await self._watch_ipr.bind(groups=RTMGRP_LINK)
-        self._watch = asyncio.create_task(self._follow(), name="bridge-port-watch")
+        self._watch = EventWatch(RTMGRP_LINK, "bridge-port-watch", self._take, self._lost)
+        await self._watch.start()
 
     async def stop(self) -> None:
         if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
+            await self._watch.stop()
             self._watch = None
-        for ipr in (self._watch_ipr, self._ipr):
-            if ipr is not None:
-                ipr.close()
-        self._ipr = self._watch_ipr = None
+        if self._ipr is not None:
+            self._ipr.close()
+        self._ipr = None
+        self._dumped_at = None
 
-    async def _follow(self) -> None:
-        assert self._watch_ipr is not None
-        while True:
-            try:
-                async for _ in self._watch_ipr.get():
-                    self.changed.set()
-            except asyncio.CancelledError:
-                raise
-            except OSError as exc:
-                # ENOBUFS: events were lost (many links at once); looking again covers them.
-                self.changed.set()
-                if exc.errno != errno.ENOBUFS:
-                    log.exception("reading link events failed; going on")
-                    await asyncio.sleep(0.1)
-            except Exception:
-                log.exception("reading link events failed; going on")
-                await asyncio.sleep(0.1)
+    def _lost(self) -> None:
+        self._losses += 1
+        self._dumped_at = None
+        self.changed.set()
+
+    def _take(self, message: Any) -> None:
+        """Apply one link event to the member set; signal when the set changed."""
+        event = message["event"]  # not .get(): that would read an IFLA_EVENT attribute
+        if event not in ("RTM_NEWLINK", "RTM_DELLINK"):
+            return
+        if self._during_dump is not None:
+            # Sent after the watch was bound and in order: replaying it on the dump is safe.
+            self._during_dump.append(message)
+            return
+        index = message["index"]
+        name = message.get("ifname")
+        if name == self.bridge and (event == "RTM_DELLINK" or index != self._bridge_index):
+            self._lost()  # the bridge itself came or went: look at all again
+            return
+        if self._dumped_at is None:
+            return  # the next dump covers it
+        before = self._members.get(index)
+        if event == "RTM_NEWLINK" and message.get("master") == self._bridge_index and name:
+            self._members[index] = str(name)
+        else:
+            self._members.pop(index, None)
+        if self._members.get(index) != before:
+            self.changed.set()
+
+    async def _dump(self) -> None:
+        losses = self._losses
+        self._during_dump = []
+        try:
+            index = await _ifindex(self._ipr, self.bridge)
+            request = ifinfmsg()
+            request["family"] = 0
+            request["attrs"] = [("IFLA_MASTER", index)]  # the kernel sends only members
+            answer = await self._ipr.nlm_request(
+                request, msg_type=RTM_GETLINK, msg_flags=NLM_F_REQUEST | NLM_F_DUMP
+            )
+            members: dict[int, str] = {}
+            async for link in answer:
+                if link.get("master") == index and link.get("ifname"):
+                    members[int(link["index"])] = str(link.get("ifname"))
+        finally:
+            arrived, self._during_dump = self._during_dump, None
+        self._bridge_index, self._members = index, members
+        if self._losses != losses:
+            return  # events were lost meanwhile: this answer counts only until the next look
+        self._dumped_at = self._clock()
+        for message in arrived:
+            self._take(message)
 
     async def addresses(self) -> list[str]:
         """The bridge's own IPv4 addresses (Dom0's on it)."""
@@ -282,9 +428,6 @@ class BridgePorts:
         """Names of the links enslaved to the bridge; BridgeAddressError without it."""
         if self._ipr is None:
             raise RuntimeError("netlink is not started")
-        index = await _ifindex(self._ipr, self.bridge)
-        names: list[str] = []
-        async for link in await self._ipr.link("dump"):
-            if link.get("master") == index and link.get("ifname"):
-                names.append(str(link.get("ifname")))
-        return sorted(names)
+        if self._dumped_at is None or self._clock() - self._dumped_at > self.RESYNC:
+            await self._dump()
+        return sorted(self._members.values())
