@@ -51,6 +51,7 @@ class MetadataError(Exception):
 
     http_status = 500
     code: ErrorCode = ErrorCode.INTERNAL
+    retry_after: float | None = None  # seconds, sent as Retry-After when set
 
     def __init__(self, detail: str, *, field: str | None = None) -> None:
         super().__init__(detail)
@@ -180,6 +181,10 @@ class Unavailable(MetadataError):
 
     http_status = 503
     code = ErrorCode.UNAVAILABLE
+
+    def __init__(self, detail: str, *, retry_after: float | None = None) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
 
 
 class InsufficientStorage(Unavailable):

@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -223,5 +224,54 @@ async def test_a_neighbour_change_voids_an_open_connections_proof(
         client.stdout.close()
         assert (first.strip(), second.strip()) == (b"200", b"no answer")
         assert "refused 198.18.0.11" in caplog.text
+    finally:
+        await service.stop()
+
+
+class StalledKernel:
+    """Stands in for a kernel (or a host) too busy to answer a route question: while
+    `stalled`, the service's real netlink socket's route requests wait forever."""
+
+    def __init__(self, service: MetadataService) -> None:
+        netlink = service._netlink
+        assert netlink is not None
+        self.ipr: Any = netlink._ipr
+        self.real = self.ipr.route
+        self.stalled = True
+        netlink.forget_routes()
+
+        async def route(*argv: Any, **kwargs: Any) -> Any:
+            while self.stalled:
+                await asyncio.sleep(0.05)
+            return await self.real(*argv, **kwargs)
+
+        self.ipr.route = route
+
+
+def curl_headers(guest: Guest, path: str) -> tuple[int, str]:
+    out = guest.ns.run(
+        "curl", "-s", "-D", "-", "-o", "/dev/null", "--max-time", "8",
+        "-w", "%{http_code}", f"http://169.254.169.254{path}",
+    )  # fmt: skip
+    headers, _, code = out.rpartition("\n")
+    return int(code), headers
+
+
+async def test_an_unanswered_lookup_asks_the_guest_to_try_again(
+    net: BridgeNetwork, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No answer from the kernel in time proves nothing and refuses nothing: 503 with
+    Retry-After, and the same guest is served once the kernel answers."""
+    monkeypatch.setattr("metadata_server.netlink.neighbours.LOOKUP_TIMEOUT", 0.5)
+    service = await start_in(net, tmp_path, "always")
+    try:
+        owner = join(net, OWNER_MAC, "198.18.0.11")
+        kernel = StalledKernel(service)
+        status, headers = await asyncio.to_thread(curl_headers, owner, "/v1/config")
+        assert status == 503
+        assert "retry-after: 1" in headers.lower()
+        kernel.stalled = False
+        status, doc = await asyncio.to_thread(curl, owner, "/v1/config")
+        assert status == 200 and doc["hostname"] == "guest1"
     finally:
         await service.stop()

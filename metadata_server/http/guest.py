@@ -128,7 +128,7 @@ def text_error_response(error: MetadataError) -> web.Response:
     response = web.Response(
         status=error.http_status, text=error.detail + "\n", content_type="text/plain"
     )
-    if isinstance(error, TooManyRequests):
+    if error.retry_after is not None:
         response.headers["Retry-After"] = str(max(1, round(error.retry_after)))
     return response
 

@@ -22,7 +22,6 @@ from metadata_server.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
-    TooManyRequests,
     Unauthorized,
 )
 
@@ -34,7 +33,7 @@ def error_response(error: MetadataError) -> web.Response:
     response = web.json_response(error.to_json(), status=error.http_status)
     if isinstance(error, Unauthorized):
         response.headers["WWW-Authenticate"] = 'Bearer realm="metadata-server"'
-    if isinstance(error, TooManyRequests):
+    if error.retry_after is not None:
         response.headers["Retry-After"] = str(max(1, round(error.retry_after)))
     if isinstance(error, MethodNotAllowed) and error.allowed:
         response.headers["Allow"] = ", ".join(error.allowed)
