@@ -23,6 +23,7 @@ from metadata_server.errors import (
     RowError,
     Unavailable,
 )
+from metadata_server.guest_locks import GuestLocks
 from metadata_server.model import (
     STRICT_ADDRESSES,
     VM,
@@ -85,8 +86,9 @@ class Registry:
         self._clock = clock
         self._random = random_bytes
         self._rounds = password_rounds
-        # Read-modify-write sequences (PATCH, state reports) must not interleave.
-        self._lock = asyncio.Lock()
+        # Read-modify-write sequences (PATCH, state reports) on one guest must not
+        # interleave; a bulk import holds every guest.
+        self._locks = GuestLocks()
         self._waiters = KeyedWaiters()
         self._watched: dict[str, list[_Watch]] = {}  # MAC → the waits on it
         store.subscribe(self._follow)
@@ -157,7 +159,7 @@ class Registry:
 
     async def put(self, mac: str, body: object) -> PutResult:
         parsed = parse_vm(body, mac=mac, rules=self.address_rules)
-        async with self._lock:
+        async with self._locks.guest(parsed.spec.mac):
             previous = await self.store.get(parsed.spec.mac)
             spec, generated = await self._secure(parsed, previous)
             if previous is None:
@@ -169,7 +171,7 @@ class Registry:
             return PutResult(vm, created=False)
 
     async def patch(self, mac: str, body: object) -> VM:
-        async with self._lock:
+        async with self._locks.guest(parse_mac(mac)):
             previous = await self.get(mac)
             merged = merge_patch(spec_to_json(previous.spec, secrets=True), body)
             parsed = parse_vm(merged, mac=previous.mac, rules=self.address_rules)
@@ -190,7 +192,7 @@ class Registry:
         thread: for 50,000 rows it takes seconds, and guests must be answered meanwhile.
         """
         parsed = await asyncio.to_thread(_parse_rows, rows, self.address_rules)
-        async with self._lock:
+        async with self._locks.every_guest():
             existing = {vm.mac: vm for vm in await self.store.list()}
             vms, generated = await asyncio.to_thread(self._import_records, parsed, existing)
             await self.store.import_all(vms)
@@ -218,7 +220,7 @@ class Registry:
 
     async def rearm(self, mac: str) -> VM:
         """New instance id, state back to registered: the guest configures itself again."""
-        async with self._lock:
+        async with self._locks.guest(parse_mac(mac)):
             previous = await self.get(mac)
             now = self._clock()
             vm = replace(
@@ -235,7 +237,7 @@ class Registry:
     # --- state changes --------------------------------------------------------------
 
     async def set_state(self, mac: str, state: State, message: str | None = None) -> VM:
-        async with self._lock:
+        async with self._locks.guest(parse_mac(mac)):
             previous = await self.get(mac)
             vm = previous.with_state(state, self._clock(), message)
             await self.store.replace(vm, event=ChangeEvent.STATE)
@@ -247,7 +249,7 @@ class Registry:
         Best effort: during a registry outage the guest still gets its document (from
         memory); only the mark is lost, and its status report comes later anyway.
         """
-        async with self._lock:
+        async with self._locks.guest(mac):
             try:
                 previous = await self.store.get(mac)
                 if previous is None or previous.state not in (State.REGISTERED, State.LEASED):
@@ -264,7 +266,7 @@ class Registry:
         its document by then); renewals are no news. A lease for another address than
         the reserved one records nothing (it is only logged): that guest is not where
         its record says, and the reservation decides its next lease."""
-        async with self._lock:
+        async with self._locks.guest(parse_mac(mac)):
             previous = await self.get(mac)
             if address != previous.spec.ipv4.address:
                 log.warning(

@@ -72,6 +72,11 @@ class AdminApi:
     async def import_guests(self, records: list[dict[str, Any]]) -> Any:
         return await self.call("POST", "/api/v1/vms/import", records, timeout=300)
 
+    async def metrics(self) -> str:
+        """The Prometheus exposition text of GET /metrics."""
+        answer = await self.call("GET", "/metrics", timeout=10)
+        return answer.decode() if isinstance(answer, bytes) else str(answer)
+
     async def vms(self) -> list[dict[str, Any]]:
         answer = await self.call("GET", "/api/v1/vms")
         vms: list[dict[str, Any]] = answer["vms"]

@@ -23,6 +23,12 @@ def _s(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return "> 5000" if math.isinf(value) else f"≤ {value * 1000:g}"
+
+
 def _mib(value: int) -> str:
     return f"{value / 1048576:.2f}"
 
@@ -39,7 +45,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 def time_table(summaries: Sequence[RunSummary]) -> list[str]:
     header = ["N", "configured", "failed", "p50 s", "p95 s", "p99 s", "max s", "guests/s"]
-    header.append("within 10 s")
+    header += ["within 10 s", "server p50 ms", "server p99 ms"]
     rows = []
     for s in summaries:
         t = s.times
@@ -54,6 +60,8 @@ def time_table(summaries: Sequence[RunSummary]) -> list[str]:
                 _s(t.max if t else None),
                 f"{s.per_second:.1f}",
                 f"{s.within_10s}/{s.guests}",
+                _ms(s.server_p50_s),
+                _ms(s.server_p99_s),
             ]
         )
     return _table(header, rows)

@@ -62,6 +62,10 @@ class RunRecord:
     # CPU the simulated guests themselves used (their boot scripts, udhcpc, wget...):
     # on this one machine they share the cores with Dom0
     guests_cpu_s: float = 0.0
+    # the server's own answer times to guests, from its latency histogram (GET /metrics):
+    # the upper bound of the bucket holding the quantile, as Prometheus estimates it
+    server_p50_s: float | None = None
+    server_p99_s: float | None = None
     leftovers: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     guest_records: list[GuestRecord] = field(default_factory=list)

@@ -38,6 +38,7 @@ from typing import Any
 
 import aiohttp
 
+from metadata_server.metrics import histogram_quantile
 from metadata_server_testbed.compare.admin import AdminError
 from metadata_server_testbed.compare.dom0 import Dom0, Dom0Paths, Dom0Snapshot
 from metadata_server_testbed.compare.guests import XENSTORED_SOCKET, BootOutcome, Fleet, GuestSlot
@@ -356,6 +357,10 @@ async def _run(
     )
     after = await asyncio.to_thread(dom0.snapshot)
     vms = {vm["mac"]: vm for vm in await dom0.admin.vms()}
+    exposition = await dom0.admin.metrics()
+    for quantile, attribute in ((0.5, "server_p50_s"), (0.99, "server_p99_s")):
+        value = histogram_quantile(exposition, "metadata_guest_request_seconds", quantile)
+        setattr(record, attribute, value)
     provisions = sum(1 for r in results if r.provision is not None or r.provision_error)
     record.dom0 = _cost(before, boot_end, after, dom0.xl_costs(), provisions, leased)
     for key in await dom0.signal_keys():

@@ -72,6 +72,8 @@ class RunSummary:
     tasks: int
     requests: int  # HTTP requests (network) or xl calls + provision calls (ISO)
     leftovers: int
+    server_p50_s: float | None = None  # the server's answers to guests (its histogram)
+    server_p99_s: float | None = None
 
 
 def summarize_run(run: RunRecord) -> RunSummary:
@@ -99,6 +101,8 @@ def summarize_run(run: RunRecord) -> RunSummary:
         tasks=cost.tasks,
         requests=requests,
         leftovers=len(run.leftovers),
+        server_p50_s=run.server_p50_s,
+        server_p99_s=run.server_p99_s,
     )
 
 
