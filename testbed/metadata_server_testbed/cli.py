@@ -100,6 +100,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(needs real domains: not yet with simulated guests)",
     )
     p.add_argument(
+        "--guest-cpu",
+        choices=("grouped", "peers"),
+        default="grouped",
+        help="grouped: the guests share one CPU group against Dom0, as guests' vCPUs do "
+        "on Xen (default); peers: each guest weighs as much as all of Dom0",
+    )
+    p.add_argument(
         "--guest-timeout", type=_seconds, default=60.0, metavar="S", help="per guest boot"
     )
     p.add_argument("--flow-timeout", type=_seconds, default=60.0, metavar="S", help="per ISO flow")
@@ -117,6 +124,7 @@ def options_from(args: argparse.Namespace) -> Any:
         faults=args.faults,
         fault_guests=args.fault_guests,
         hypervisor=args.hypervisor,
+        guest_cpu=args.guest_cpu,
         guest_timeout=args.guest_timeout,
         flow_timeout=args.flow_timeout,
     )

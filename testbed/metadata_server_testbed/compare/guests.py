@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from metadata_server_testbed.compare.cpu_share import GuestCpu
 from metadata_server_testbed.compare.dom0 import DIE_WITH_PARENT
 from metadata_server_testbed.compare.image import BOOT
 from metadata_server_testbed.compare.netns import ip_batch
@@ -76,6 +77,7 @@ class Fleet:
     dom0_netns: str
     prefix: str  # unique to the run: namespace names start with it
     plans: Sequence[GuestPlan]
+    cpu: GuestCpu
     slots: list[GuestSlot] = field(default_factory=list)
     _made: list[str] = field(default_factory=list)
     _running: dict[int, asyncio.subprocess.Process] = field(default_factory=dict)
@@ -134,7 +136,7 @@ class Fleet:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             env=environment(env),
-            start_new_session=True,
+            **self.cpu.spawn_options(),
         )
         self._running[slot.plan.index] = process
         killed = ""

@@ -38,6 +38,7 @@ from typing import Any
 
 from metadata_server_testbed.compare import faults as fault_runs
 from metadata_server_testbed.compare import procstats
+from metadata_server_testbed.compare.cpu_share import MODES as CPU_MODES
 from metadata_server_testbed.compare.image import build_image, image_tools, kernel_has
 from metadata_server_testbed.compare.leftovers import Scope, find_leftovers, sweep
 from metadata_server_testbed.compare.progress import Progress
@@ -66,6 +67,7 @@ class Options:
     faults: bool = False
     fault_guests: int = 2
     hypervisor: str = "standin"
+    guest_cpu: str = "grouped"
     guest_timeout: float = 60.0
     flow_timeout: float = 60.0
     signal_timeout: float = 3.0  # the ISO flow's timeout in the never-signals fault
@@ -77,6 +79,7 @@ class Options:
             guest_timeout=self.guest_timeout,
             flow_timeout=self.flow_timeout,
             hypervisor=self.hypervisor,
+            guest_cpu=self.guest_cpu,
         )
 
 
@@ -96,6 +99,8 @@ def missing_requirements(options: Options) -> list[str]:
         )
     elif options.hypervisor not in HYPERVISORS:
         problems.append(f"--hypervisor must be one of {', '.join(HYPERVISORS)}")
+    if options.guest_cpu not in CPU_MODES:
+        problems.append(f"--guest-cpu must be one of {', '.join(CPU_MODES)}")
     for method in options.methods:
         if method not in SCENARIOS:
             problems.append(f"unknown method {method!r}")
@@ -117,6 +122,7 @@ def _settings(options: Options) -> dict[str, Any]:
         "methods": list(options.methods),
         "sweep": list(options.sweep),
         "concurrency": options.concurrency,
+        "guest_cpu": options.guest_cpu,
         "faults": options.faults,
         "fault_guests": options.fault_guests,
         "hypervisor": options.hypervisor,

@@ -175,7 +175,7 @@ def fault_lines(faults: Sequence[FaultRecord]) -> list[str]:
     return [*lines, ""]
 
 
-def real_and_standin(host: dict[str, object]) -> list[str]:
+def real_and_standin(host: dict[str, object], guest_cpu: Sequence[str] = ()) -> list[str]:
     xen = host.get("hypervisor") == "xen"
     lines = [
         "## What was real and what stood in for Xen",
@@ -195,6 +195,11 @@ def real_and_standin(host: dict[str, object]) -> list[str]:
         "overlay, each in its own network, mount, UTS and PID namespaces, started by the "
         "harness (boot start = the harness starts the guest's init).",
     ]
+    for how in dict.fromkeys(guest_cpu):
+        lines.append(
+            f"- Xen's scheduler (each guest on its own vCPUs, Dom0 with its share): {how} "
+            "(`--guest-cpu`; on the same cores either way)."
+        )
     if xen:
         lines.append("- Nothing on Dom0's Xen side: `--hypervisor xen` used the host's `xl`.")
     else:
@@ -307,7 +312,7 @@ def render(comparison: Comparison, charts: Sequence[str] = ()) -> str:
     ]
     if errors:
         lines += ["## Errors", "", *[f"- {error}" for error in errors], ""]
-    lines += real_and_standin(host)
+    lines += real_and_standin(host, [run.guest_cpu for run in comparison.runs if run.guest_cpu])
     lines += MEASURED
     if charts:
         lines += ["## Charts", ""]

@@ -62,6 +62,7 @@ class RunRecord:
     # CPU the simulated guests themselves used (their boot scripts, udhcpc, wget...):
     # on this one machine they share the cores with Dom0
     guests_cpu_s: float = 0.0
+    guest_cpu: str = ""  # how the guests shared the CPU with Dom0 (cpu_share.GuestCpu.how)
     # the server's own answer times to guests, from its latency histogram (GET /metrics):
     # the upper bound of the bucket holding the quantile, as Prometheus estimates it
     server_p50_s: float | None = None

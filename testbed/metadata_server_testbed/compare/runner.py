@@ -40,6 +40,7 @@ import aiohttp
 
 from metadata_server.metrics import histogram_quantile
 from metadata_server_testbed.compare.admin import AdminError
+from metadata_server_testbed.compare.cpu_share import GuestCpu
 from metadata_server_testbed.compare.dom0 import Dom0, Dom0Paths, Dom0Snapshot
 from metadata_server_testbed.compare.guests import XENSTORED_SOCKET, BootOutcome, Fleet, GuestSlot
 from metadata_server_testbed.compare.leftovers import Scope, find_leftovers
@@ -84,6 +85,7 @@ class RunOptions:
     flow_timeout: float = 60.0  # Dom0's ISO flow timeout
     quiet_timeout: float = 60.0  # + 2 s per guest: wait for Dom0 to be quiet
     hypervisor: str = "standin"
+    guest_cpu: str = "grouped"  # see cpu_share
 
 
 @dataclass
@@ -232,7 +234,8 @@ async def execute(
         flow_timeout=flow_timeout,
         connections=options.concurrency + 8,
     )
-    fleet = Fleet(harness.image, run_dir / "guests", dom0.netns, prefix, plans)
+    cpu = GuestCpu.make(options.guest_cpu)
+    fleet = Fleet(harness.image, run_dir / "guests", dom0.netns, prefix, plans, cpu)
     record = RunRecord(
         method=scenario.method if scenario.name in SCENARIOS else scenario.name,
         guests=guests,
@@ -243,6 +246,7 @@ async def execute(
         configured=0,
         failed=guests,
         dom0=Dom0Cost(),
+        guest_cpu=cpu.how,
     )
     harness.active.append((dom0, fleet))
     bar = progress(f"[{scenario.name} N={guests}]", guests) if progress else None
