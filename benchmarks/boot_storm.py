@@ -1,6 +1,6 @@
 """A boot storm by both methods: N guests (default 200) by the network pull, with the ISO
 method measured in the same run as the baseline, through the comparison harness
-(`metadata-server compare`, metadata_server/compare/).
+(`metadata-server compare`, metadata_server_testbed/compare/).
 
 Goal: every one of the 200 network guests configured within 10 s of its boot start,
 with nothing left behind.
@@ -20,12 +20,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from metadata_server.compare.harness import (  # noqa: E402
+from metadata_server_testbed.compare.harness import (
     Options,
     missing_requirements,
     run_comparison,
 )
-from metadata_server.compare.stats import summarize_run  # noqa: E402
+from metadata_server_testbed.compare.stats import summarize_run
 
 GOAL_SECONDS = 10.0
 

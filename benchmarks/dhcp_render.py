@@ -16,9 +16,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from metadata_server.dhcp.render import DAEMONS, DhcpPlan, Subnet, render  # noqa: E402
-from metadata_server.dhcp.templates import template_environment  # noqa: E402
-from metadata_server.model import VM, State, parse_vm  # noqa: E402
+from metadata_server.dhcp.render import DAEMONS, DhcpPlan, render
+from metadata_server.dhcp.subnets import Subnet
+from metadata_server.dhcp.templates import template_environment
+from metadata_server.model import VM, State, parse_vm
 
 
 def guests(count: int) -> list[VM]:
@@ -63,7 +64,7 @@ def main() -> None:
     print(f"{args.guests} guests; median of {args.runs} runs")
     print(f"{'baseline (plain Python lines)':<32}{base * 1000:8.1f} ms")
     for daemon in DAEMONS:
-        took = timed(lambda daemon=daemon: render(daemon, vms, plan, env), args.runs)  # type: ignore[misc]
+        took = timed(lambda daemon=daemon: render(daemon, vms, plan, env).files, args.runs)  # type: ignore[misc]
         verdict = "ok" if took < 0.3 else "OVER the 300 ms goal"
         name = f"{daemon} (validate + render)"
         print(f"{name:<32}{took * 1000:8.1f} ms  x{took / base:5.1f}  {verdict}")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import UNREACHABLE_LIMIT, child, free_port  # noqa: E402
+from benchmarks.common import UNREACHABLE_LIMIT, child, free_port
 
 TOKEN = "benchmark-admin-token-0123456789"
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl a@b"

@@ -24,9 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from metadata_server.app import MetadataService  # noqa: E402
-from tests.conftest import make_settings  # noqa: E402
-from tests.guest_init.conftest import (  # noqa: E402
+from metadata_server.app import MetadataService
+from tests.guest_init.conftest import (
     MAC,
     SHELLS,
     Guest,
@@ -35,7 +34,8 @@ from tests.guest_init.conftest import (  # noqa: E402
     loopback_guest,
     timed_first_boot,
 )
-from tests.support.rootfs import build_rootfs  # noqa: E402
+from tests.support.rootfs import build_rootfs
+from tests.support.service import make_settings
 
 
 async def measure(shell: str, runs: int, workdir: Path) -> list[tuple[float, float]]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.isolation import Bench, isolation_bench, median, outcome, slowest  # noqa: E402
+from tests.support.isolation import Bench, isolation_bench, median, outcome, slowest
 
 FLOODS = [("idle", 1500), ("slowloris", 1500), ("bigheads", 1000)]
 GOAL_SLOWEST = 1.0

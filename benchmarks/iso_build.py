@@ -30,11 +30,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from metadata_server.cloud.options import CloudOptions  # noqa: E402
-from metadata_server.documents import DocumentOptions, GuestView, guest_view  # noqa: E402
-from metadata_server.fallback.iso import LABELS, Layout, config_iso, iso_files  # noqa: E402
-from metadata_server.fallback.isoimage import build_image  # noqa: E402
-from metadata_server.model import VM, State, parse_vm  # noqa: E402
+from metadata_server.cloud.options import CloudOptions
+from metadata_server.documents import DocumentOptions, GuestView, guest_view
+from metadata_server.iso.image import build_image
+from metadata_server.iso.layout import LABELS, Layout, config_iso, iso_files
+from metadata_server.model import VM, State, parse_vm
 
 NONCE = "0123456789abcdef0123456789abcdef"
 KEY = (

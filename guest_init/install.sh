@@ -68,7 +68,8 @@ put "$here/dhcp-hook" "$HOOK" 755
 if [ ! -e "$root/etc/metadata-init.conf" ]; then
 	mkdir -p "$root/etc"
 	cat > "$root/etc/metadata-init.conf" << 'EOF'
-# metadata-init settings: key=value lines, read but never sourced (see /usr/sbin/metadata-init)
+# metadata-init settings: key=value lines, read but never sourced (metadata-server's README,
+# "The guest boot script"); a comment is a line of its own
 #metadata_url=http://169.254.169.254
 #timeout=5
 #retry_total=60
@@ -76,6 +77,8 @@ if [ ! -e "$root/etc/metadata-init.conf" ]; then
 #network_mode=dhcp
 #run_user_data=no
 #interface=eth0
+# The server's Ed25519 public key (the base64 line of its PEM): the document must be signed
+#verify_key=
 EOF
 	chmod 644 "$root/etc/metadata-init.conf"
 fi

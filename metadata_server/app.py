@@ -20,14 +20,15 @@ from aiohttp import web
 from metadata_server.admin_token import ensure_server_token
 from metadata_server.cloud.options import CloudOptions
 from metadata_server.config import ListenAddress, Settings
-from metadata_server.dhcp.service import METADATA_ADDRESS, DhcpService
+from metadata_server.dhcp.service import DhcpService, dhcp_networks
 from metadata_server.dns.service import DnsService
 from metadata_server.documents import DocumentOptions
 from metadata_server.errors import ConfigError
-from metadata_server.fallback.service import IsoFallback
+from metadata_server.guard.service import BridgeGuard
 from metadata_server.http.admin import make_admin_app
 from metadata_server.http.cloud import add_routes as add_cloud_routes
 from metadata_server.http.connections import ConnectionCounter, ConnectionLimits, GuardedTCPSite
+from metadata_server.http.guard import GUARD, GUARD_OFF, OFF_WARNING
 from metadata_server.http.guest import GuestAccess, SessionTokens, make_guest_app
 from metadata_server.http.iso import PROVISIONER
 from metadata_server.http.keys import (
@@ -38,10 +39,15 @@ from metadata_server.http.keys import (
     IDENTITY,
     REGISTRY,
     SETTINGS,
+    SIGNER,
     SNAPSHOT,
     TOKEN_SECRET,
 )
+from metadata_server.http.metrics import METRICS
 from metadata_server.identity import IdentityPolicy, IdentityResolver, NeighbourLookup
+from metadata_server.iso.service import IsoFallback
+from metadata_server.metrics import Metrics
+from metadata_server.model import METADATA_ADDRESS, AddressRules
 from metadata_server.netlink import (
     BridgeAddressError,
     NetlinkNeighbours,
@@ -50,8 +56,10 @@ from metadata_server.netlink import (
 )
 from metadata_server.ratelimit import TokenBuckets
 from metadata_server.registry import Registry
+from metadata_server.signing import ensure_key
 from metadata_server.snapshot import GuestSnapshot
 from metadata_server.store import Change, Store, open_store
+from metadata_server.store.health import health_of
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +81,7 @@ class BoundAddress:
 async def _start_site(runner: web.AppRunner, listen: ListenAddress) -> web.BaseSite:
     site: web.BaseSite
     if listen.unix_path is not None:
-        if os.path.exists(listen.unix_path):
+        if os.path.exists(listen.unix_path):  # noqa: ASYNC240 (once, at start)
             os.unlink(listen.unix_path)  # a socket left by a killed server
         site = web.UnixSite(runner, listen.unix_path)
     else:
@@ -92,6 +100,26 @@ def _bound(site: web.BaseSite, listen: ListenAddress) -> BoundAddress:
     sockets = getattr(server, "sockets", None) or []
     host, port = sockets[0].getsockname()[:2]
     return BoundAddress(host, port)
+
+
+def _dom0_addresses(settings: Settings) -> set[str]:
+    """Addresses only Dom0 may claim on the bridge: the metadata address, the subnets'
+    gateways and the DNS responder's (the bridge's own are added by the guard)."""
+    addresses = {str(METADATA_ADDRESS)}
+    addresses.update(str(subnet.gateway) for subnet in settings.dhcp.subnets)
+    if settings.dns is not None:
+        addresses.update(host for host, _ in settings.dns.listen)
+    return addresses
+
+
+def _on_xen(settings: Settings) -> bool:
+    """Whether vifs can be read from xenstore: a Xen Dom0, or a configured xenstored."""
+    if settings.iso.xen.xenstored_path is not None:
+        return True
+    try:
+        return "control_d" in Path("/proc/xen/capabilities").read_text()
+    except OSError:
+        return False
 
 
 class MetadataService:
@@ -127,6 +155,7 @@ class MetadataService:
         self.dhcp: DhcpService | None = None
         self.dns: DnsService | None = None
         self.iso: IsoFallback | None = None
+        self.guard: BridgeGuard | None = None
         self.guest_addresses: list[BoundAddress] = []
         self.admin_address: BoundAddress | None = None
 
@@ -147,6 +176,11 @@ class MetadataService:
             random_bytes=self._random_bytes,
             password_rounds=settings.password_rounds,
             default_domain=settings.domain,
+            address_rules=AddressRules(
+                allow_loopback=settings.guest.allow_loopback,
+                networks=dhcp_networks(settings),
+                host=settings.host_name,
+            ),
         )
         # Hold changes that arrive while the list is read (another server's, through
         # PostgreSQL), then apply them after it: whole records, so the last one wins.
@@ -174,9 +208,14 @@ class MetadataService:
             neighbours,
         )
 
-        guest_app = make_guest_app()
+        self.metrics = Metrics(clock=self._clock)
+        self.registry.subscribe(self.metrics.observe_changes)
+        guest_app = make_guest_app(self.metrics)
         add_cloud_routes(guest_app)
-        admin_app = make_admin_app(self.admin_token)
+        admin_app = make_admin_app(
+            self.admin_token, public_metrics=settings.admin.listen.is_local()
+        )
+        admin_app[METRICS] = self.metrics
         for app in (guest_app, admin_app):
             app[REGISTRY] = self.registry
             app[SNAPSHOT] = self.snapshot
@@ -184,9 +223,14 @@ class MetadataService:
             app[SETTINGS] = settings
             app[CLOCK] = self._clock
         if settings.dhcp.daemon != "none":
-            self.dhcp = DhcpService(settings, self.store)
+            self.dhcp = DhcpService(
+                settings,
+                self.store,
+                leases=(self.snapshot.address_of, self.registry.mark_leased),
+            )
             admin_app[DHCP] = self.dhcp
         guest_app[TOKEN_SECRET] = self._random_bytes(32)
+        guest_app[SIGNER] = ensure_key(settings.guest.signing_key)
         guest_app[CLOUD_OPTIONS] = CloudOptions(
             instance_type=settings.ec2.instance_type,
             availability_zone=settings.ec2.availability_zone,
@@ -217,10 +261,25 @@ class MetadataService:
         if settings.bridge is not None:
             try:
                 self._added_bridge_address = await ensure_address(
-                    settings.bridge, METADATA_ADDRESS, 32
+                    settings.bridge, str(METADATA_ADDRESS), 32
                 )
             except BridgeAddressError as exc:
                 raise ConfigError(f"bridge: {exc}") from None
+            if settings.guard.enabled:
+                self.guard = BridgeGuard(
+                    settings.guard,
+                    settings.bridge,
+                    self.snapshot,
+                    self.store,
+                    dom0_addresses=_dom0_addresses(settings),
+                    xen=self.iso.xen if _on_xen(settings) else None,
+                    clock=self._clock,
+                )
+                await self.guard.start()
+                admin_app[GUARD] = self.guard
+            else:
+                log.warning("guard.enabled is false: %s", OFF_WARNING)
+                admin_app[GUARD_OFF] = "guard.enabled is false"
 
         guest = settings.guest
         guest_runner = web.AppRunner(
@@ -238,11 +297,14 @@ class MetadataService:
             exempt=identity.is_trusted_proxy,
         )
         for listen in guest.listen:
-            assert listen.host is not None and listen.port is not None  # guests use TCP
+            assert listen.host is not None
+            assert listen.port is not None
             guarded = GuardedTCPSite(guest_runner, listen.host, listen.port, counter)
             await guarded.start()
             assert guarded.bound is not None
             self.guest_addresses.append(BoundAddress(*guarded.bound))
+
+        self._read_metrics(counter)
 
         if settings.dns is not None:
             self.dns = DnsService(settings.dns, self.store, settings.domain)
@@ -267,16 +329,53 @@ class MetadataService:
             self.admin_address.url,
         )
 
+    def _read_metrics(self, counter: ConnectionCounter) -> None:
+        """Where /metrics reads what the parts know at scrape time."""
+        readings = self.metrics.readings
+        readings.states = self.snapshot.count_by_state
+        readings.connection_refusals = lambda: dict(counter.refused)
+        readings.store_healthy = lambda: health_of(self.store).healthy
+        readings.feed_lag = getattr(self.store, "feed_lag", None)
+        if self.dhcp is not None:
+            readings.dhcp = self._dhcp_counts
+        if self.guard is not None:
+            readings.guard = self._guard_drops
+        if self.iso is not None:
+            self.iso.provisioner.on_flow = self.metrics.observe_flow
+
+    def _dhcp_counts(self) -> dict[str, int]:
+        status = self.dhcp.status() if self.dhcp is not None else None
+        if status is None:
+            return {}
+        return {
+            "renders": status.renders,
+            "refusals": status.refusals,
+            "reloads": status.reloads,
+            "left_out": len(status.left_out),
+        }
+
+    def _guard_drops(self) -> dict[str, int]:
+        if self.guard is None:
+            return {}
+        drops: dict[str, int] = {"unregistered": self.guard.status.unregistered_drops}
+        for kinds in self.guard.status.drops.values():
+            for kind, packets in kinds.items():
+                drops[kind] = drops.get(kind, 0) + packets
+        return drops
+
     def _admin_url(self) -> str:
         assert self.admin_address is not None
         if self.admin_address.unix_path is not None:
             return self.admin_address.url
         host = self.admin_address.host
-        if host in ("0.0.0.0", "::"):
+        if host in ("0.0.0.0", "::"):  # noqa: S104 (a comparison, not a bind)
             host = "127.0.0.1"
         return BoundAddress(host, self.admin_address.port).url
 
     async def stop(self) -> None:
+        if self.guard is not None:
+            await self.guard.stop()  # removes its table
+            self.guard = None
         if self.iso is not None:
             await self.iso.stop()  # cuts running flows short; each removes its ISO and keys
             self.iso = None
@@ -290,7 +389,7 @@ class MetadataService:
             await self.dns.stop()
             self.dns = None
         if self._added_bridge_address and self.settings.bridge is not None:
-            await remove_address(self.settings.bridge, METADATA_ADDRESS, 32)
+            await remove_address(self.settings.bridge, str(METADATA_ADDRESS), 32)
             self._added_bridge_address = False
         if self._netlink is not None:
             await self._netlink.stop()

@@ -14,7 +14,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from metadata_server.model import VM, State
+from metadata_server.cloud.tree import FileTree
+from metadata_server.model import VM, State, has_forbidden_characters
 
 TEXT_FORMAT_VERSION = 1
 
@@ -55,8 +56,8 @@ class GuestView:
 class GuestDocument:
     """Everything the guest fast path serves for one guest, rendered once.
 
-    `derived` holds views rendered from this document on first use (the cloud trees);
-    a new record gets a new document, so nothing in it can go stale.
+    `later` holds what is rendered from it on first use (the cloud trees, the
+    signature); a new record gets a new document, so nothing in it can go stale.
     """
 
     view: GuestView
@@ -65,7 +66,17 @@ class GuestDocument:
     text_body: bytes
     etag: str
     user_data: bytes | None
-    derived: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    later: Renderings = field(default_factory=lambda: Renderings(), compare=False, repr=False)
+
+
+@dataclass(slots=True)
+class Renderings:
+    """What is rendered from a guest's document when first asked for, and kept with it."""
+
+    ec2: FileTree | None = None
+    openstack: FileTree | None = None
+    nocloud: FileTree | None = None
+    signature: bytes | None = None
 
 
 def guest_view(vm: VM, options: DocumentOptions) -> GuestView:
@@ -123,8 +134,10 @@ def config_text(view: GuestView) -> str:
     """`/v1/config.txt`: `key value` lines, lists as repeated keys, `end` last.
 
     Every value is a single line of printable text that the model already validated;
-    none needs quoting or evaluation. The final `end` line lets a reader tell a whole
-    document from a cut one.
+    none needs quoting or evaluation. A record stored before a check existed may still
+    hold a control character or line separator: such a line is left out, never split
+    into two (a guest missing a line it needs refuses the document and says why). The
+    final `end` line lets a reader tell a whole document from a cut one.
     """
     lines = [
         f"format {TEXT_FORMAT_VERSION}",
@@ -145,6 +158,7 @@ def config_text(view: GuestView) -> str:
     if view.user_data is not None:
         lines.append(f"user_data_url {view.user_data_url}")
     lines.append(f"status_url {view.status_url}")
+    lines = [line for line in lines if not has_forbidden_characters(line)]
     lines.append("end")
     return "\n".join(lines) + "\n"
 

@@ -4,20 +4,54 @@ Every error a caller can cause is a `MetadataError`; each class knows its HTTP s
 and one middleware turns it into the JSON body `{"error", "field", "detail"}`. The CLI
 prints the same `detail` on one line. Pure: no I/O, no framework imports.
 
+The codes are `ErrorCode`; the classes elsewhere (xen/, iso/, dhcp/) take theirs from it.
 A `detail` must never carry a secret (plain password, hash, token, user-data).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum, unique
 from typing import Any
+
+
+@unique
+class ErrorCode(StrEnum):
+    """Every error code the server answers with (the JSON body's `error`), in one place:
+    published in the OpenAPI `Error` schema; a code always comes with one HTTP status."""
+
+    INTERNAL = "internal"
+    INVALID = "invalid"
+    CONFLICT = "conflict"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    GONE = "gone"
+    TOO_LARGE = "too_large"
+    RATE_LIMITED = "rate_limited"
+    UNAVAILABLE = "unavailable"
+    STORAGE_FULL = "storage_full"
+    CONFIG = "config"
+    HTTP = "http"
+    XEN = "xen"
+    XEN_GUEST_TIMEOUT = "xen_guest_timeout"
+    XEN_GUEST_GONE = "xen_guest_gone"
+    XEN_GUEST_FAILED = "xen_guest_failed"
+    DHCP_DAEMON = "dhcp_daemon"
+    DHCP_WRITE = "dhcp_write"
+    ISO_CONFLICT = "iso_conflict"
+    NO_SUCH_DOMAIN = "no_such_domain"
+    WRONG_DOMAIN = "wrong_domain"
+    ISO_STORE = "iso_store"
 
 
 class MetadataError(Exception):
     """Base class: an error with a stable short code, an HTTP status and a message."""
 
     http_status = 500
-    code = "internal"
+    code: ErrorCode = ErrorCode.INTERNAL
+    retry_after: float | None = None  # seconds, sent as Retry-After when set
 
     def __init__(self, detail: str, *, field: str | None = None) -> None:
         super().__init__(detail)
@@ -32,7 +66,7 @@ class InvalidInput(MetadataError):
     """A value failed validation (bad MAC, bad JSON type, unknown field, ...)."""
 
     http_status = 400
-    code = "invalid"
+    code = ErrorCode.INVALID
 
 
 @dataclass(frozen=True)
@@ -65,7 +99,7 @@ class ConflictRows(MetadataError):
     """A bulk import whose rows clash with stored records or with each other."""
 
     http_status = 409
-    code = "conflict"
+    code = ErrorCode.CONFLICT
 
     def __init__(self, rows: list[RowError]) -> None:
         noun = "row clashes" if len(rows) == 1 else "rows clash"
@@ -80,29 +114,35 @@ class ConflictRows(MetadataError):
 
 class Unauthorized(MetadataError):
     http_status = 401
-    code = "unauthorized"
+    code = ErrorCode.UNAUTHORIZED
 
 
 class Forbidden(MetadataError):
     http_status = 403
-    code = "forbidden"
+    code = ErrorCode.FORBIDDEN
 
 
 class NotFound(MetadataError):
     http_status = 404
-    code = "not_found"
+    code = ErrorCode.NOT_FOUND
 
 
 class MethodNotAllowed(MetadataError):
+    """A method the resource does not have; `allowed` goes into the Allow header."""
+
     http_status = 405
-    code = "method_not_allowed"
+    code = ErrorCode.METHOD_NOT_ALLOWED
+
+    def __init__(self, detail: str, *, allowed: tuple[str, ...] = ()) -> None:
+        super().__init__(detail)
+        self.allowed = allowed
 
 
 class Conflict(MetadataError):
     """A unique field (MAC, IPv4 address, hostname+domain) is held by another record."""
 
     http_status = 409
-    code = "conflict"
+    code = ErrorCode.CONFLICT
 
     def __init__(self, detail: str, *, field: str, holder: str) -> None:
         super().__init__(detail, field=field)
@@ -118,17 +158,17 @@ class Gone(MetadataError):
     """A secret that was served once and is now withheld until the admin re-arms."""
 
     http_status = 410
-    code = "gone"
+    code = ErrorCode.GONE
 
 
 class PayloadTooLarge(MetadataError):
     http_status = 413
-    code = "too_large"
+    code = ErrorCode.TOO_LARGE
 
 
 class TooManyRequests(MetadataError):
     http_status = 429
-    code = "rate_limited"
+    code = ErrorCode.RATE_LIMITED
 
     def __init__(self, detail: str, *, retry_after: float) -> None:
         super().__init__(detail)
@@ -136,12 +176,27 @@ class TooManyRequests(MetadataError):
 
 
 class Unavailable(MetadataError):
+    """Something the request needs cannot be had now (the registry database, Xen, ...);
+    nothing was changed, and the same request may work later."""
+
     http_status = 503
-    code = "unavailable"
+    code = ErrorCode.UNAVAILABLE
+
+    def __init__(self, detail: str, *, retry_after: float | None = None) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class InsufficientStorage(Unavailable):
+    """The registry's disk is full: nothing was written. An `Unavailable`, so whatever
+    copes with an outage (a guest's best-effort `fetched` mark) copes with this too."""
+
+    http_status = 507
+    code = ErrorCode.STORAGE_FULL
 
 
 class ConfigError(MetadataError):
     """A bad configuration file, variable or flag: reported at start, nothing started."""
 
     http_status = 500
-    code = "config"
+    code = ErrorCode.CONFIG

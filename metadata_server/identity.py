@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 from metadata_server.documents import GuestDocument
-from metadata_server.errors import Forbidden, NotFound
-from metadata_server.netlink import PeerLink
+from metadata_server.errors import Forbidden, NotFound, Unavailable
+from metadata_server.model import VERIFY_MODES
+from metadata_server.netlink import LookupTimeout, PeerLink
 from metadata_server.snapshot import GuestSnapshot
 
 log = logging.getLogger(__name__)
-
-VERIFY_MODES = ("auto", "always", "never")
+SLOW_LOOKUP_LOG_INTERVAL = 10.0  # seconds between warnings about unanswered lookups
 
 
 class NeighbourLookup(Protocol):
@@ -97,6 +97,8 @@ class IdentityResolver:
         self.neighbours = neighbours
         self._verifies = policy.verify != "never"
         self._skips_local = policy.verify == "auto"
+        self._unanswered = 0  # lookups without an answer since the last warning
+        self._warned_at = float("-inf")
 
     def _trusted(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         return any(address in net for net in self.policy.trusted_proxies)
@@ -166,7 +168,13 @@ class IdentityResolver:
         # Read before asking: a change reported while the lookup runs voids its answer.
         generation = self.neighbours.generation(address)
         opened_at = connection.opened_at if connection is not None else time.monotonic()
-        link = await self.neighbours.peer_link(address, not_before=opened_at)
+        try:
+            link = await self.neighbours.peer_link(address, not_before=opened_at)
+        except LookupTimeout as exc:
+            self._note_unanswered(exc)
+            raise Unavailable(
+                "could not check in time who holds this address; try again", retry_after=1
+            ) from None
         if connection is not None:
             connection.remember(address, link, generation)
         document = self.snapshot.by_address(address)  # the snapshot may have moved on
@@ -174,6 +182,21 @@ class IdentityResolver:
             raise NotFound("no configuration for this address")
         self._check(address, document, link)
         return Caller(address, document, False)
+
+    def _note_unanswered(self, exc: LookupTimeout) -> None:
+        """Warn about unanswered lookups at most every SLOW_LOOKUP_LOG_INTERVAL seconds
+        (a busy host has many at once)."""
+        self._unanswered += 1
+        now = time.monotonic()
+        if now - self._warned_at >= SLOW_LOOKUP_LOG_INTERVAL:
+            log.warning(
+                "%s (%d such in the last %g s): the guest was asked to try again; is the "
+                "host short of CPU?",
+                exc,
+                self._unanswered,
+                SLOW_LOOKUP_LOG_INTERVAL,
+            )
+            self._unanswered, self._warned_at = 0, now
 
     def _check(self, address: str, document: GuestDocument, link: PeerLink) -> None:
         if link.local and self._skips_local:

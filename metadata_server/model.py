@@ -33,7 +33,11 @@ MAX_METADATA_ITEMS = 128
 MAX_METADATA_VALUE = 1024
 MAX_PASSWORD_LENGTH = 256
 MAX_MESSAGE_LENGTH = 500
+# How a guest's address is checked against the neighbour table (guest.verify_neighbour).
+VERIFY_MODES = ("auto", "always", "never")
+# The instance metadata address every cloud uses; the one place it is written.
 METADATA_ADDRESS = ipaddress.IPv4Address("169.254.169.254")
+METADATA_URL = f"http://{METADATA_ADDRESS}"
 
 
 class State(StrEnum):
@@ -114,12 +118,50 @@ class VM:
         return replace(self, state=state, state_times=times, message=message, updated_at=at)
 
 
-# --- field validators -------------------------------------------------------------------
+# --- what text may hold -----------------------------------------------------------------
+#
+# Patterns are regex source strings meant for `re.fullmatch` (never `match` with `$`,
+# which also matches before a trailing newline), written in the subset that JSON
+# Schema's ECMA-262 patterns share with Python's `re`, so the OpenAPI document can state
+# them as they are (anchored with ^...$ there). Each describes the raw input a parser
+# accepts, before it normalises case or separators.
+#
+# Refused in every field and key: C0 controls (U+0000-U+001F: newline, carriage
+# return, tab, escape...), DEL (U+007F) and the C1 controls (U+0080-U+009F, NEL U+0085
+# among them), which a terminal or a line-based reader may act on; the Unicode line
+# and paragraph separators U+2028/U+2029, which a POSIX sh `read` does not split on but
+# YAML and JavaScript readers do (the NoCloud documents are YAML); and lone surrogates
+# (U+D800-U+DFFF), which JSON can spell but no UTF-8 document can hold. User-data is
+# the one multi-line field: only surrogates are refused there.
+FORBIDDEN_CHARACTERS = r"\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff"
+SURROGATES = r"\ud800-\udfff"
+TEXT_PATTERN = rf"[^{FORBIDDEN_CHARACTERS}]*"
+LABEL_PATTERN = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+HOSTNAME_PATTERN = LABEL_PATTERN
+MAX_HOSTNAME_LENGTH = 63
+MAX_DOMAIN_LENGTH = 253  # without the optional trailing dot
+# Labels separated by dots, an optional trailing dot; the two look-aheads cap the
+# length at 253 characters before that dot.
+DOMAIN_PATTERN = rf"(?!.{{255}})(?!.{{253}}[^.]){LABEL_PATTERN}(?:\.{LABEL_PATTERN})*\.?"
+# Six hex pairs, all ':' or all '-', any case, surrounding spaces allowed; the first
+# octet even (a unicast MAC), and not all zero.
+MAC_PATTERN = (
+    r" *(?!(?:00[:-]){5}00)[0-9A-Fa-f][02468ACEace]([:-])[0-9A-Fa-f]{2}(?:\1[0-9A-Fa-f]{2}){4} *"
+)
+METADATA_KEY_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+MAX_METADATA_KEY_LENGTH = 64
+METADATA_VALUE_PATTERN = TEXT_PATTERN
+PASSWORD_PATTERN = rf"[^:{FORBIDDEN_CHARACTERS}]{{1,{MAX_PASSWORD_LENGTH}}}"
+USER_DATA_PATTERN = rf"[^{SURROGATES}]*"
+MAX_SSH_KEY_COMMENT = 256
+MIN_PREFIX = 1
+MAX_PREFIX = 32
 
-_MAC_RE = re.compile(r"^[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
-_LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_METADATA_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_FORBIDDEN_RE = re.compile(rf"[{FORBIDDEN_CHARACTERS}]")
+_SURROGATE_RE = re.compile(rf"[{SURROGATES}]")
+_MAC_SYNTAX_RE = re.compile(r" *[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(?:\1[0-9A-Fa-f]{2}){4} *")
+_LABEL_RE = re.compile(LABEL_PATTERN)
+_METADATA_KEY_RE = re.compile(METADATA_KEY_PATTERN)
 _SSH_KEY_TYPES = frozenset(
     {
         "ssh-ed25519",
@@ -131,6 +173,17 @@ _SSH_KEY_TYPES = frozenset(
         "sk-ecdsa-sha2-nistp256@openssh.com",
     }
 )
+SSH_KEY_TYPES = tuple(sorted(_SSH_KEY_TYPES))
+
+
+def has_forbidden_characters(text: str) -> bool:
+    """Whether `text` holds a character no single-line field may hold (see above)."""
+    return _FORBIDDEN_RE.search(text) is not None
+
+
+def is_label(text: str) -> bool:
+    """Whether `text` is one RFC 1123 label (any case)."""
+    return _LABEL_RE.fullmatch(text) is not None
 
 
 def _show(value: object) -> str:
@@ -142,13 +195,12 @@ def parse_mac(value: object, field_name: str = "mac") -> str:
     """`02-00-AA-..` or `02:00:aa:..` → `02:00:aa:..`; multicast and all-zero refused."""
     if not isinstance(value, str):
         raise InvalidInput(f"{field_name} must be a string", field=field_name)
-    text = value.strip().lower()
-    if not _MAC_RE.match(text):
+    if not _MAC_SYNTAX_RE.fullmatch(value):
         raise InvalidInput(
             f"{_show(value)} is not a MAC address (six hex pairs separated by ':' or '-')",
             field=field_name,
         )
-    text = text.replace("-", ":")
+    text = value.strip(" ").lower().replace("-", ":")
     first = int(text[:2], 16)
     if first & 1:
         raise InvalidInput(f"{text} is a multicast MAC address", field=field_name)
@@ -161,28 +213,60 @@ def parse_hostname(value: object, field_name: str = "hostname") -> str:
     """One RFC 1123 label: 1..63 of a-z, 0-9 and '-', not starting or ending with '-'."""
     if not isinstance(value, str):
         raise InvalidInput(f"{field_name} must be a string", field=field_name)
-    text = value.lower()
-    if not _LABEL_RE.match(text):
+    if not _LABEL_RE.fullmatch(value):
         raise InvalidInput(
             f"{_show(value)} is not a valid host name (one RFC 1123 label: 1-63 letters, "
             "digits and '-', not at either end)",
             field=field_name,
         )
-    return text
+    return value.lower()
 
 
 def parse_domain(value: object, field_name: str = "domain") -> str:
     """Dot-separated RFC 1123 labels, at most 253 characters; a trailing dot is dropped."""
     if not isinstance(value, str):
         raise InvalidInput(f"{field_name} must be a string", field=field_name)
-    text = value.lower().removesuffix(".")
+    text = value.removesuffix(".")
     labels = text.split(".")
-    if not text or len(text) > 253 or not all(_LABEL_RE.match(label) for label in labels):
+    if (
+        not text
+        or len(text) > MAX_DOMAIN_LENGTH
+        or not all(_LABEL_RE.fullmatch(label) for label in labels)
+    ):
         raise InvalidInput(f"{_show(value)} is not a valid domain name", field=field_name)
-    return text
+    return text.lower()
+
+
+@dataclass(frozen=True)
+class GuestNetwork:
+    """A network guests are placed on (a configured DHCP subnet): its CIDR and router."""
+
+    cidr: ipaddress.IPv4Network
+    gateway: ipaddress.IPv4Address | None = None
+
+
+@dataclass(frozen=True)
+class AddressRules:
+    """What this server accepts as a guest's addresses, beyond being a host address.
+
+    `allow_loopback`: guests on 127.0.0.0/8, for trying the server on one machine (the
+    demo guest is whoever calls from 127.0.0.1); never on a real Dom0, where a loopback
+    reservation only ever fails. `networks`: when given (the DHCP subnets), a guest
+    whose record this server serves (`host` None, or the record's `host`) must sit on
+    one of them, off its gateway, network and broadcast address, or its reservation
+    could not be rendered for the DHCP daemon.
+    """
+
+    allow_loopback: bool = False
+    networks: tuple[GuestNetwork, ...] = ()
+    host: str | None = None
+
+
+STRICT_ADDRESSES = AddressRules()
 
 
 def parse_ipv4(value: object, field_name: str) -> ipaddress.IPv4Address:
+    """An IPv4 host address: not multicast, unspecified, reserved or in 0.0.0.0/8."""
     if not isinstance(value, str):
         raise InvalidInput(f"{field_name} must be a string", field=field_name)
     try:
@@ -196,19 +280,67 @@ def parse_ipv4(value: object, field_name: str) -> ipaddress.IPv4Address:
     return address
 
 
-def parse_ipv4_config(value: object) -> IPv4Config:
+def parse_guest_ipv4(
+    value: object, field_name: str, rules: AddressRules, *, metadata_ok: bool = False
+) -> ipaddress.IPv4Address:
+    """A host address a guest can use on its network: also not loopback (unless the
+    rules allow it) and not link-local (`metadata_ok`: except the metadata address,
+    where this server's own DNS responder may listen)."""
+    address = parse_ipv4(value, field_name)
+    if address == METADATA_ADDRESS and not metadata_ok:
+        raise InvalidInput(f"{address} is the metadata address", field=field_name)
+    if address.is_loopback and not rules.allow_loopback:
+        raise InvalidInput(
+            f"{address} is a loopback address: a guest cannot use it "
+            "(guest.allow_loopback allows it, for trying the server on one machine)",
+            field=field_name,
+        )
+    if address.is_link_local and not (metadata_ok and address == METADATA_ADDRESS):
+        raise InvalidInput(
+            f"{address} is a link-local address (169.254.0.0/16): a guest cannot use it",
+            field=field_name,
+        )
+    return address
+
+
+def _check_networks(config: IPv4Config, rules: AddressRules) -> None:
+    address = ipaddress.IPv4Address(config.address)
+    for network in rules.networks:
+        if address not in network.cidr:
+            continue
+        if address == network.gateway:
+            raise InvalidInput(
+                f"{address} is the gateway of the DHCP subnet {network.cidr}",
+                field="ipv4.address",
+            )
+        if network.cidr.prefixlen <= 30 and address in (
+            network.cidr.network_address,
+            network.cidr.broadcast_address,
+        ):
+            raise InvalidInput(
+                f"{address} is the network or broadcast address of the DHCP subnet {network.cidr}",
+                field="ipv4.address",
+            )
+        return
+    subnets = ", ".join(str(network.cidr) for network in rules.networks)
+    raise InvalidInput(
+        f"{address} is outside every configured DHCP subnet ({subnets})", field="ipv4.address"
+    )
+
+
+def parse_ipv4_config(value: object, rules: AddressRules = STRICT_ADDRESSES) -> IPv4Config:
     if not isinstance(value, dict):
         raise InvalidInput("ipv4 must be an object {address, prefix, gateway}", field="ipv4")
     _refuse_unknown(value, {"address", "prefix", "gateway"}, prefix="ipv4.")
     if "address" not in value:
         raise InvalidInput("ipv4.address is required", field="ipv4.address")
-    address = parse_ipv4(value["address"], "ipv4.address")
-    if address == METADATA_ADDRESS:
-        raise InvalidInput(f"{address} is the metadata address", field="ipv4.address")
+    address = parse_guest_ipv4(value["address"], "ipv4.address", rules)
     prefix = value.get("prefix")
-    if type(prefix) is not int or not 1 <= prefix <= 32:
+    if type(prefix) is not int or not MIN_PREFIX <= prefix <= MAX_PREFIX:
         raise InvalidInput(
-            f"ipv4.prefix must be an integer from 1 to 32, not {_show(prefix)}", field="ipv4.prefix"
+            f"ipv4.prefix must be an integer from {MIN_PREFIX} to {MAX_PREFIX}, "
+            f"not {_show(prefix)}",
+            field="ipv4.prefix",
         )
     network = ipaddress.IPv4Network(f"{address}/{prefix}", strict=False)
     if prefix <= 30 and address in (network.network_address, network.broadcast_address):
@@ -217,7 +349,7 @@ def parse_ipv4_config(value: object) -> IPv4Config:
         )
     gateway: str | None = None
     if value.get("gateway") is not None:
-        gw = parse_ipv4(value["gateway"], "ipv4.gateway")
+        gw = parse_guest_ipv4(value["gateway"], "ipv4.gateway", rules)
         if gw == address:
             raise InvalidInput(
                 "ipv4.gateway cannot be the guest's own address", field="ipv4.gateway"
@@ -233,12 +365,15 @@ def parse_ipv4_config(value: object) -> IPv4Config:
     return IPv4Config(address=str(address), prefix=prefix, gateway=gateway)
 
 
-def parse_dns(value: object) -> tuple[str, ...]:
+def parse_dns(value: object, rules: AddressRules = STRICT_ADDRESSES) -> tuple[str, ...]:
     if not isinstance(value, list):
         raise InvalidInput("dns must be a list of IPv4 addresses", field="dns")
     if len(value) > MAX_DNS_SERVERS:
         raise InvalidInput(f"dns takes at most {MAX_DNS_SERVERS} servers", field="dns")
-    servers = [str(parse_ipv4(item, f"dns[{i}]")) for i, item in enumerate(value)]
+    servers = [
+        str(parse_guest_ipv4(item, f"dns[{i}]", rules, metadata_ok=True))
+        for i, item in enumerate(value)
+    ]
     return tuple(dict.fromkeys(servers))
 
 
@@ -246,8 +381,10 @@ def parse_ssh_key(value: object, field_name: str) -> str:
     """`type base64 [comment]`, the blob's own type matching the declared one."""
     if not isinstance(value, str):
         raise InvalidInput(f"{field_name} must be a string", field=field_name)
-    if _CONTROL_RE.search(value):
-        raise InvalidInput(f"{field_name} contains control characters", field=field_name)
+    if has_forbidden_characters(value):
+        raise InvalidInput(
+            f"{field_name} contains control characters or line separators", field=field_name
+        )
     parts = value.strip().split(None, 2)
     if len(parts) < 2:
         raise InvalidInput(
@@ -257,7 +394,7 @@ def parse_ssh_key(value: object, field_name: str) -> str:
     if key_type not in _SSH_KEY_TYPES:
         raise InvalidInput(
             f"{field_name}: key type {_show(key_type)} is not supported "
-            f"(one of {', '.join(sorted(_SSH_KEY_TYPES))})",
+            f"(one of {', '.join(SSH_KEY_TYPES)})",
             field=field_name,
         )
     try:
@@ -276,9 +413,10 @@ def parse_ssh_key(value: object, field_name: str) -> str:
     if len(blob) < 4 + length + 16:
         raise InvalidInput(f"{field_name}: the key data is truncated", field=field_name)
     comment = parts[2].strip() if len(parts) == 3 else ""
-    if len(comment) > 256:
+    if len(comment) > MAX_SSH_KEY_COMMENT:
         raise InvalidInput(
-            f"{field_name}: the comment is longer than 256 characters", field=field_name
+            f"{field_name}: the comment is longer than {MAX_SSH_KEY_COMMENT} characters",
+            field=field_name,
         )
     return " ".join(p for p in (key_type, blob_text, comment) if p)
 
@@ -299,6 +437,8 @@ def parse_user_data(value: object) -> str:
     """Text up to 64 KiB; a `#cloud-config` must be a YAML mapping (it gets merged)."""
     if not isinstance(value, str):
         raise InvalidInput("user_data must be a string", field="user_data")
+    if _SURROGATE_RE.search(value):
+        raise InvalidInput("user_data holds a lone surrogate (not UTF-8 text)", field="user_data")
     if value.startswith("#cloud-config"):
         try:
             loaded = yaml.safe_load(value)
@@ -310,7 +450,7 @@ def parse_user_data(value: object) -> str:
             ) from None
         if loaded is not None and not isinstance(loaded, dict):
             raise InvalidInput("user_data is #cloud-config but not a mapping", field="user_data")
-    size = len(value.encode("utf-8", "surrogatepass"))
+    size = len(value.encode())
     if size > MAX_USER_DATA_BYTES:
         raise InvalidInput(
             f"user_data is {size} bytes; at most {MAX_USER_DATA_BYTES} are allowed",
@@ -327,17 +467,17 @@ def parse_metadata(value: object) -> dict[str, str]:
     result: dict[str, str] = {}
     for key, item in value.items():
         name = f"metadata.{key}"
-        if not _METADATA_KEY_RE.match(key):
+        if not _METADATA_KEY_RE.fullmatch(key):
             raise InvalidInput(
                 f"metadata key {_show(key)} must be 1-64 of letters, digits, '_', '.', '-'",
                 field="metadata",
             )
         if not isinstance(item, str):
             raise InvalidInput(f"{name} must be a string", field=name)
-        if len(item) > MAX_METADATA_VALUE or _CONTROL_RE.search(item):
+        if len(item) > MAX_METADATA_VALUE or has_forbidden_characters(item):
             raise InvalidInput(
                 f"{name} must be at most {MAX_METADATA_VALUE} characters, "
-                "without control characters",
+                "without control characters or line separators",
                 field=name,
             )
         result[key] = item
@@ -348,10 +488,14 @@ def parse_password(value: object) -> str:
     """A plain password: never echoed in an error."""
     if not isinstance(value, str):
         raise InvalidInput("password must be a string", field="password")
-    if not 1 <= len(value) <= MAX_PASSWORD_LENGTH or _CONTROL_RE.search(value) or ":" in value:
+    if (
+        not 1 <= len(value) <= MAX_PASSWORD_LENGTH
+        or has_forbidden_characters(value)
+        or ":" in value
+    ):
         raise InvalidInput(
             f"password must be 1-{MAX_PASSWORD_LENGTH} characters, "
-            "without control characters or ':'",
+            "without control characters, line separators or ':'",
             field="password",
         )
     return value
@@ -367,10 +511,11 @@ def parse_password_hash(value: object) -> str:
 
 
 def parse_message(value: object) -> str:
-    """A guest's one-line report: control characters become spaces, length capped."""
+    """A guest's one-line report: control characters and line separators become
+    spaces, length capped."""
     if not isinstance(value, str):
         raise InvalidInput("message must be a string", field="message")
-    return _CONTROL_RE.sub(" ", value).strip()[:MAX_MESSAGE_LENGTH]
+    return _FORBIDDEN_RE.sub(" ", value).strip()[:MAX_MESSAGE_LENGTH]
 
 
 # --- the record ------------------------------------------------------------------------
@@ -400,8 +545,11 @@ def _refuse_unknown(
             raise InvalidInput(f"unknown field {prefix}{key}", field=f"{prefix}{key}")
 
 
-def parse_vm(obj: object, *, mac: str | None = None) -> VMInput:
-    """Validate an admin's guest object. `mac` is the MAC from the URL, when there is one."""
+def parse_vm(
+    obj: object, *, mac: str | None = None, rules: AddressRules = STRICT_ADDRESSES
+) -> VMInput:
+    """Validate an admin's guest object. `mac` is the MAC from the URL, when there is one;
+    `rules` say which addresses this server takes (the strictest by default)."""
     if not isinstance(obj, dict):
         raise InvalidInput("a guest must be a JSON object")
     _refuse_unknown(obj, VM_INPUT_FIELDS)
@@ -427,9 +575,9 @@ def parse_vm(obj: object, *, mac: str | None = None) -> VMInput:
     spec = VMSpec(
         mac=the_mac,
         hostname=parse_hostname(obj["hostname"]),
-        ipv4=parse_ipv4_config(obj["ipv4"]),
+        ipv4=parse_ipv4_config(obj["ipv4"], rules),
         domain=parse_domain(optional("domain")) if optional("domain") is not None else None,
-        dns=parse_dns(optional("dns")) if optional("dns") is not None else (),
+        dns=parse_dns(optional("dns"), rules) if optional("dns") is not None else (),
         password_hash=(
             parse_password_hash(optional("password_hash"))
             if optional("password_hash") is not None
@@ -442,6 +590,8 @@ def parse_vm(obj: object, *, mac: str | None = None) -> VMInput:
         metadata=parse_metadata(optional("metadata")) if optional("metadata") is not None else {},
         host=parse_domain(optional("host"), "host") if optional("host") is not None else None,
     )
+    if rules.networks and (rules.host is None or spec.host == rules.host):
+        _check_networks(spec.ipv4, rules)
     password = parse_password(obj["password"]) if obj.get("password") is not None else None
     return VMInput(spec=spec, password=password)
 

@@ -16,18 +16,23 @@ from passlib.hash import sha512_crypt
 DEFAULT_ROUNDS = 5000
 SALT_ALPHABET = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 # No look-alikes (0/O, 1/l/I) so a generated password can be read off a screen.
-PASSWORD_ALPHABET = "23456789abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ"
+PASSWORD_ALPHABET = "23456789abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ"  # noqa: S105 (an alphabet)
 GENERATED_LENGTH = 24  # 24 symbols of 56: about 139 bits
 
 _B64 = "[./0-9A-Za-z]"
-_CRYPT_FORMS = (
-    ("SHA-512", re.compile(rf"^\$6\$(rounds=(\d{{4,9}})\$)?{_B64}{{1,16}}\${_B64}{{86}}$")),
-    ("SHA-256", re.compile(rf"^\$5\$(rounds=(\d{{4,9}})\$)?{_B64}{{1,16}}\${_B64}{{43}}$")),
-    ("yescrypt", re.compile(rf"^\$(y|gy|7)\${_B64}+\${_B64}{{1,86}}\${_B64}{{43}}$")),
-    ("bcrypt", re.compile(rf"^\$2[abxy]\$\d\d\${_B64}{{53}}$")),
-    ("MD5", re.compile(rf"^\$1\${_B64}{{1,8}}\${_B64}{{22}}$")),
+# The crypt strings a guest's chpasswd -e takes, as patterns for `re.fullmatch` that JSON
+# Schema can state too (the OpenAPI document does); `!` before one locks the account.
+CRYPT_PATTERNS = (
+    ("SHA-512", rf"\$6\$(?:rounds=[0-9]{{4,9}}\$)?{_B64}{{1,16}}\${_B64}{{86}}"),
+    ("SHA-256", rf"\$5\$(?:rounds=[0-9]{{4,9}}\$)?{_B64}{{1,16}}\${_B64}{{43}}"),
+    ("yescrypt", rf"\$(?:y|gy|7)\${_B64}+\${_B64}{{1,86}}\${_B64}{{43}}"),
+    ("bcrypt", rf"\$2[abxy]\$[0-9][0-9]\${_B64}{{53}}"),
+    ("MD5", rf"\$1\${_B64}{{1,8}}\${_B64}{{22}}"),
 )
-_LOCKED = frozenset({"!", "*", "!*"})
+LOCKED_HASHES = ("!", "*", "!*")
+MAX_HASH_LENGTH = 512
+_CRYPT_FORMS = tuple((name, re.compile(pattern)) for name, pattern in CRYPT_PATTERNS)
+_LOCKED = frozenset(LOCKED_HASHES)
 
 
 def make_salt(random_bytes: bytes) -> str:
@@ -71,11 +76,11 @@ def validate_crypt_hash(value: str) -> str | None:
     """
     if value in _LOCKED:
         return None
-    if len(value) > 512 or not value.isascii() or any(c in value for c in ":\n\r\t "):
+    if len(value) > MAX_HASH_LENGTH or not value.isascii() or any(c in value for c in ":\n\r\t "):
         return "is not a crypt string"
     body = value[1:] if value.startswith("!") else value
     for _name, form in _CRYPT_FORMS:
-        match = form.match(body)
+        match = form.fullmatch(body)
         if match:
             return None
     return "is not a crypt string ($6$, $5$, $y$, $2b$, $1$, or ! / * for a locked account)"

@@ -20,18 +20,14 @@ class TokenBuckets:
         self.rate = rate
         self.burst = float(burst)
         self._clock = clock
-        # key -> [tokens, at]: changed in place, so a request allocates nothing here
-        self._buckets: dict[str, list[float]] = {}
+        self._buckets: dict[str, list[float]] = {}  # key -> [tokens, when last taken]
         self._last_sweep = clock()
-        # A bucket is full again `burst / rate` seconds after its last use; look for such
-        # buckets at most every few seconds, so the sweep stays off the hot path.
+        # A bucket is full again `burst / rate` seconds after its last use: such buckets
+        # are forgotten, looked for every few seconds.
         self._sweep_every = max(self.burst / rate, SWEEP_SECONDS)
 
     def take(self, key: str) -> float | None:
-        """None when the request may go on, else the seconds until it may retry.
-
-        On every guest request, so written for speed: one clock read, one dict lookup.
-        """
+        """None when the request may go on, else the seconds until it may retry."""
         now = self._clock()
         entry = self._buckets.get(key)
         if entry is None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -23,8 +23,11 @@ from metadata_server.errors import (
     RowError,
     Unavailable,
 )
+from metadata_server.guest_locks import GuestLocks
 from metadata_server.model import (
+    STRICT_ADDRESSES,
     VM,
+    AddressRules,
     State,
     VMInput,
     VMSpec,
@@ -36,7 +39,8 @@ from metadata_server.model import (
     spec_to_json,
 )
 from metadata_server.passwords import DEFAULT_ROUNDS, generate_password, hash_password, make_salt
-from metadata_server.store.base import Change, Store
+from metadata_server.store.base import Change, ChangeEvent, ChangeListener, Store
+from metadata_server.waiting import KeyedWaiters
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +59,14 @@ class ImportResult:
     generated_passwords: dict[str, str] = field(default_factory=dict, repr=False)
 
 
+@dataclass(eq=False)  # each wait is its own, however alike
+class _Watch:
+    """One `Registry.wait`: the newest record of its guest it has heard of."""
+
+    record: VM | None = None
+    heard: bool = False  # a change arrived since the wait began
+
+
 class Registry:
     def __init__(
         self,
@@ -64,16 +76,22 @@ class Registry:
         random_bytes: Callable[[int], bytes],
         password_rounds: int = DEFAULT_ROUNDS,
         default_domain: str | None = None,
+        address_rules: AddressRules = STRICT_ADDRESSES,
     ) -> None:
         self.store = store
+        # Which guest addresses this server takes (loopback, its DHCP subnets): a value
+        # from the settings, so every door (PUT, PATCH, import) applies the same rules.
+        self.address_rules = address_rules
         self._default_domain = default_domain
         self._clock = clock
         self._random = random_bytes
         self._rounds = password_rounds
-        # Read-modify-write sequences (PATCH, state reports) must not interleave.
-        self._lock = asyncio.Lock()
-        self._state_waiters: dict[str, list[asyncio.Future[VM]]] = {}
-        store.subscribe(self._wake_waiters)
+        # Read-modify-write sequences (PATCH, state reports) on one guest must not
+        # interleave; a bulk import holds every guest.
+        self._locks = GuestLocks()
+        self._waiters = KeyedWaiters()
+        self._watched: dict[str, list[_Watch]] = {}  # MAC → the waits on it
+        store.subscribe(self._follow)
 
     # --- helpers --------------------------------------------------------------------
 
@@ -86,8 +104,9 @@ class Registry:
     def _hash(self, plain: str) -> str:
         return hash_password(plain, salt=make_salt(self._random(16)), rounds=self._rounds)
 
-    async def _secure(self, parsed: VMInput, previous: VM | None) -> tuple[VMSpec, str | None]:
+    def _secured(self, parsed: VMInput, previous: VM | None) -> tuple[VMSpec, str | None]:
         """The spec with a hash in place of any plain password; a new password if needed.
+        Hashing takes milliseconds of CPU: callers run this on a worker thread.
 
         A domain equal to the server's default is stored as "the default" (None), so
         `web` and `web.<default>` are one name and cannot both be registered.
@@ -96,15 +115,16 @@ class Registry:
         if spec.domain is not None and spec.domain == self._default_domain:
             spec = replace(spec, domain=None)
         if parsed.password is not None:
-            hashed = await asyncio.to_thread(self._hash, parsed.password)
-            return replace(spec, password_hash=hashed), None
+            return replace(spec, password_hash=self._hash(parsed.password)), None
         if spec.password_hash is not None:
             return spec, None
         if previous is not None and previous.spec.password_hash is not None:
             return replace(spec, password_hash=previous.spec.password_hash), None
         generated = generate_password(self._random(64))
-        hashed = await asyncio.to_thread(self._hash, generated)
-        return replace(spec, password_hash=hashed), generated
+        return replace(spec, password_hash=self._hash(generated)), generated
+
+    async def _secure(self, parsed: VMInput, previous: VM | None) -> tuple[VMSpec, str | None]:
+        return await asyncio.to_thread(self._secured, parsed, previous)
 
     def _new_vm(self, spec: VMSpec) -> VM:
         now = self._clock()
@@ -138,8 +158,8 @@ class Registry:
         return await self.store.list(state=wanted, host=host)
 
     async def put(self, mac: str, body: object) -> PutResult:
-        parsed = parse_vm(body, mac=mac)
-        async with self._lock:
+        parsed = parse_vm(body, mac=mac, rules=self.address_rules)
+        async with self._locks.guest(parsed.spec.mac):
             previous = await self.store.get(parsed.spec.mac)
             spec, generated = await self._secure(parsed, previous)
             if previous is None:
@@ -151,10 +171,10 @@ class Registry:
             return PutResult(vm, created=False)
 
     async def patch(self, mac: str, body: object) -> VM:
-        async with self._lock:
+        async with self._locks.guest(parse_mac(mac)):
             previous = await self.get(mac)
             merged = merge_patch(spec_to_json(previous.spec, secrets=True), body)
-            parsed = parse_vm(merged, mac=previous.mac)
+            parsed = parse_vm(merged, mac=previous.mac, rules=self.address_rules)
             spec, _ = await self._secure(parsed, previous)
             vm = replace(previous, spec=spec, updated_at=self._clock())
             await self.store.replace(vm)
@@ -166,38 +186,41 @@ class Registry:
             raise NotFound(f"no guest with MAC {the_mac}", field="mac")
 
     async def import_rows(self, rows: Sequence[object]) -> ImportResult:
-        """Validate every row first; store all of them in one transaction or none."""
-        parsed: list[VMInput] = []
-        errors: list[RowError] = []
-        for index, row in enumerate(rows):
-            try:
-                parsed.append(parse_vm(row))
-            except MetadataError as exc:
-                errors.append(RowError(index, exc.field, exc.detail))
-        if errors:
-            raise InvalidRows(errors)
-        async with self._lock:
+        """Validate every row first; store all of them in one transaction or none.
+
+        The work per row (validation, hashing, building the records) runs on a worker
+        thread: for 50,000 rows it takes seconds, and guests must be answered meanwhile.
+        """
+        parsed = await asyncio.to_thread(_parse_rows, rows, self.address_rules)
+        async with self._locks.every_guest():
             existing = {vm.mac: vm for vm in await self.store.list()}
-            vms: list[VM] = []
-            generated: dict[str, str] = {}
-            for item in parsed:
-                previous = existing.get(item.spec.mac)
-                spec, password = await self._secure(item, previous)
-                if password is not None:
-                    generated[spec.mac] = password
-                if previous is None:
-                    vms.append(self._new_vm(spec))
-                else:
-                    vms.append(replace(previous, spec=spec, updated_at=self._clock()))
+            vms, generated = await asyncio.to_thread(self._import_records, parsed, existing)
             await self.store.import_all(vms)
         created = sum(1 for vm in vms if vm.mac not in existing)
         return ImportResult(
             created=created, updated=len(vms) - created, generated_passwords=generated
         )
 
+    def _import_records(
+        self, parsed: Sequence[VMInput], existing: Mapping[str, VM]
+    ) -> tuple[Sequence[VM], dict[str, str]]:
+        """The records an import writes (new or replacing), and the passwords made."""
+        vms: list[VM] = []
+        generated: dict[str, str] = {}
+        for item in parsed:
+            previous = existing.get(item.spec.mac)
+            spec, password = self._secured(item, previous)
+            if password is not None:
+                generated[spec.mac] = password
+            if previous is None:
+                vms.append(self._new_vm(spec))
+            else:
+                vms.append(replace(previous, spec=spec, updated_at=self._clock()))
+        return vms, generated
+
     async def rearm(self, mac: str) -> VM:
         """New instance id, state back to registered: the guest configures itself again."""
-        async with self._lock:
+        async with self._locks.guest(parse_mac(mac)):
             previous = await self.get(mac)
             now = self._clock()
             vm = replace(
@@ -208,16 +231,16 @@ class Registry:
                 message=None,
                 updated_at=now,
             )
-            await self.store.replace(vm, event="state")
+            await self.store.replace(vm, event=ChangeEvent.STATE)
             return vm
 
     # --- state changes --------------------------------------------------------------
 
     async def set_state(self, mac: str, state: State, message: str | None = None) -> VM:
-        async with self._lock:
+        async with self._locks.guest(parse_mac(mac)):
             previous = await self.get(mac)
             vm = previous.with_state(state, self._clock(), message)
-            await self.store.replace(vm, event="state")
+            await self.store.replace(vm, event=ChangeEvent.STATE)
             return vm
 
     async def mark_fetched(self, mac: str) -> None:
@@ -226,13 +249,13 @@ class Registry:
         Best effort: during a registry outage the guest still gets its document (from
         memory); only the mark is lost, and its status report comes later anyway.
         """
-        async with self._lock:
+        async with self._locks.guest(mac):
             try:
                 previous = await self.store.get(mac)
                 if previous is None or previous.state not in (State.REGISTERED, State.LEASED):
                     return
                 vm = previous.with_state(State.FETCHED, self._clock(), previous.message)
-                await self.store.replace(vm, event="state")
+                await self.store.replace(vm, event=ChangeEvent.STATE)
             except Unavailable as exc:
                 log.warning("could not mark %s fetched: %s", mac, exc.detail)
 
@@ -241,16 +264,18 @@ class Registry:
         since the guest was armed is recorded even when the guest is further along
         already (the lease hook runs after the exchange, and a quick guest may have read
         its document by then); renewals are no news. A lease for another address than
-        the reserved one is only logged: the reservation decides the next one."""
-        async with self._lock:
+        the reserved one records nothing (it is only logged): that guest is not where
+        its record says, and the reservation decides its next lease."""
+        async with self._locks.guest(parse_mac(mac)):
             previous = await self.get(mac)
             if address != previous.spec.ipv4.address:
                 log.warning(
-                    "guest %s leased %s but reserves %s",
+                    "guest %s leased %s but reserves %s: not recorded",
                     previous.mac,
                     address,
                     previous.spec.ipv4.address,
                 )
+                return previous
             if State.LEASED.value in previous.state_times:
                 return previous
             now = self._clock()
@@ -259,41 +284,70 @@ class Registry:
             else:
                 times = {**previous.state_times, State.LEASED.value: now}
                 vm = replace(previous, state_times=times, updated_at=now)
-            await self.store.replace(vm, event="state")
+            await self.store.replace(vm, event=ChangeEvent.STATE)
             return vm
 
-    def _wake_waiters(self, changes: Sequence[Change]) -> None:
+    # --- the change feed, and waiting on it ---------------------------------------------
+
+    def subscribe(self, listener: ChangeListener) -> Callable[[], None]:
+        """Hear every committed batch of changes; returns the function that stops it."""
+        return self.store.subscribe(listener)
+
+    def _follow(self, changes: Sequence[Change]) -> None:
         for change in changes:
-            for waiter in self._state_waiters.pop(change.mac, []):
-                if not waiter.done():
-                    if change.vm is None:
-                        waiter.set_exception(
-                            NotFound(f"guest {change.mac} was deleted", field="mac")
-                        )
-                    else:
-                        waiter.set_result(change.vm)
+            for watch in self._watched.get(change.mac, ()):
+                watch.record, watch.heard = change.vm, True
+            self._waiters.wake(change.mac)
+
+    async def wait(
+        self, mac: str, until: Callable[[VM | None], bool], timeout: float | None
+    ) -> VM | None:
+        """The guest's record as soon as `until(record)` holds (the record is None once the
+        guest is deleted), or as it is when `timeout` seconds have passed."""
+        the_mac = parse_mac(mac)
+        watch = _Watch()
+
+        def check() -> _Watch | None:
+            return watch if until(watch.record) else None
+
+        watched = self._watched.setdefault(the_mac, [])
+        watched.append(watch)
+        try:
+            # Watched before it is read: a change committed meanwhile is not missed.
+            current = await self.store.get(the_mac)
+            if not watch.heard:
+                watch.record = current
+            await self._waiters.wait(the_mac, check, timeout)
+            return watch.record
+        finally:
+            watched.remove(watch)
+            if not watched:
+                del self._watched[the_mac]
 
     async def wait_for_state(self, mac: str, *, unlike: State | None, timeout: float) -> VM:
         """The record once its state differs from `unlike` (default: its state now)."""
         vm = await self.get(mac)
         baseline = unlike or vm.state
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while vm.state is baseline:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            waiter: asyncio.Future[VM] = loop.create_future()
-            self._state_waiters.setdefault(vm.mac, []).append(waiter)
-            try:
-                vm = await asyncio.wait_for(waiter, remaining)
-            except TimeoutError:
-                break
-            finally:
-                waiters = self._state_waiters.get(vm.mac, [])
-                if waiter in waiters:
-                    waiters.remove(waiter)
-        return vm
+        found = await self.wait(
+            vm.mac, lambda record: record is None or record.state is not baseline, timeout
+        )
+        if found is None:
+            raise NotFound(f"guest {vm.mac} was deleted", field="mac")
+        return found
+
+
+def _parse_rows(rows: Sequence[object], rules: AddressRules) -> list[VMInput]:
+    """Every row parsed, or InvalidRows naming each bad one."""
+    parsed: list[VMInput] = []
+    errors: list[RowError] = []
+    for index, row in enumerate(rows):
+        try:
+            parsed.append(parse_vm(row, rules=rules))
+        except MetadataError as exc:
+            errors.append(RowError(index, exc.field, exc.detail))
+    if errors:
+        raise InvalidRows(errors)
+    return parsed
 
 
 def status_json(vm: VM) -> dict[str, Any]:

@@ -12,16 +12,17 @@ import base64
 import hashlib
 import hmac
 
+from metadata_server.digits import ascii_int
+
 MIN_TTL = 1
 MAX_TTL = 21600
 
 
 def parse_ttl(text: str | None) -> int | None:
-    """The TTL header's value as seconds, or None when missing or not in 1..21600."""
-    if text is None or not text.strip().isdigit():
-        return None
-    ttl = int(text.strip())
-    return ttl if MIN_TTL <= ttl <= MAX_TTL else None
+    """The TTL header's value as seconds, or None when missing, not ASCII digits or not
+    in 1..21600."""
+    ttl = ascii_int(text.strip(" \t")) if text is not None else None
+    return ttl if ttl is not None and MIN_TTL <= ttl <= MAX_TTL else None
 
 
 def _signature(secret: bytes, subject: str, expiry: int) -> str:
@@ -36,9 +37,9 @@ def issue_token(secret: bytes, subject: str, *, now: float, ttl: int) -> str:
 
 def token_is_valid(secret: bytes, token: str, subject: str, *, now: float) -> bool:
     expiry_text, _, signature = token.partition(".")
-    if not expiry_text.isdigit() or len(expiry_text) > 12 or not signature:
+    expiry = ascii_int(expiry_text, max_digits=12)
+    if expiry is None or not signature:
         return False
-    expiry = int(expiry_text)
     if expiry <= now:
         return False
     return hmac.compare_digest(signature, _signature(secret, subject, expiry))

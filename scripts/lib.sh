@@ -28,13 +28,18 @@ apt_install() {
     if [ -n "$added_policy" ]; then as_root rm -f /usr/sbin/policy-rc.d; fi
 }
 
-# make_venv EXTRAS: .venv with the project installed (editable) and its extras.
+# make_venv EXTRAS [testbed]: .venv with the project installed (editable) and its
+# extras; with "testbed", the test bench (./testbed) too.
 make_venv() {
     if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
     # pip and setuptools talk a lot; their output is shown only when the install fails.
     log=.venv/install.log
+    testbed=""
+    if [ "${2:-}" = testbed ]; then testbed="-e ./testbed"; fi
+    # shellcheck disable=SC2086 # $testbed is empty or two words on purpose
     if ! { .venv/bin/python -m pip install -q --upgrade pip &&
-        .venv/bin/python -m pip install -q -e ".$1"; } > "$log" 2>&1; then
+        .venv/bin/python -m pip install -q -c scripts/constraints.txt -e ".$1" $testbed
+    } > "$log" 2>&1; then
         cat "$log" >&2
         echo "installing the project into .venv failed (log above, also in $log)" >&2
         return 1

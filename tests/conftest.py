@@ -1,30 +1,40 @@
-"""Shared fixtures: a real service on port 0 with a fresh SQLite registry, and clients."""
+"""Shared fixtures: a real service on port 0 with a fresh SQLite registry, and clients.
+The helpers they use live in tests/support/ (service.py, records.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 
 from metadata_server.app import MetadataService
-from metadata_server.config import Settings, build_settings
+from metadata_server.config import Settings
+from tests.support.requirements import MARKED_ROOT
+from tests.support.service import ADMIN_TOKEN, Api, make_settings
 
-ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
+# Fixtures that several test packages share, kept with their helpers in tests/support/.
+pytest_plugins = ["tests.support.xen_standins"]
 
 
-def make_settings(tmp_path: Path, **flags: Any) -> Settings:
-    base: dict[str, Any] = {
-        "db": str(tmp_path / "registry.db"),
-        "guest.listen": ["127.0.0.1:0"],
-        "admin.listen": "127.0.0.1:0",
-        "admin.token": ADMIN_TOKEN,
-        "public_url": "http://169.254.169.254",
-    }
-    base.update(flags)
-    return build_settings(config_file=None, env={}, flags=base)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that uses a fixture needing root gets the `root` marker."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None:
+            continue
+        for definitions in info.name2fixturedefs.values():
+            if any(getattr(d.func, "__needs_root__", False) for d in definitions):
+                item.add_marker(pytest.mark.root)
+                break
+
+
+@pytest.fixture(autouse=True)
+def _root_marker(request: pytest.FixtureRequest) -> Iterator[None]:
+    token = MARKED_ROOT.set(request.node.get_closest_marker("root") is not None)
+    yield
+    MARKED_ROOT.reset(token)
 
 
 @pytest.fixture
@@ -42,28 +52,6 @@ async def service(tmp_path: Path) -> AsyncIterator[MetadataService]:
         await svc.stop()
 
 
-class Api:
-    """A thin test client: `await api.put("/api/v1/vms/..", json=...)` → (status, body)."""
-
-    def __init__(self, session: aiohttp.ClientSession, base: str, token: str | None) -> None:
-        self.session = session
-        self.base = base
-        self.token = token
-
-    async def call(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
-        headers = dict(kwargs.pop("headers", {}))
-        if self.token is not None:
-            headers.setdefault("Authorization", f"Bearer {self.token}")
-        async with self.session.request(method, self.base + path, headers=headers, **kwargs) as r:
-            raw = await r.read()
-            if r.content_type == "application/json" and raw:
-                return r.status, await r.json()
-            return r.status, raw
-
-    def __getattr__(self, method: str) -> Callable[..., Any]:
-        return lambda path, **kwargs: self.call(method.upper(), path, **kwargs)
-
-
 @pytest.fixture
 async def admin(service: MetadataService) -> AsyncIterator[Api]:
     assert service.admin_address is not None
@@ -76,39 +64,3 @@ async def guest(service: MetadataService) -> AsyncIterator[Api]:
     """The guest API as seen from 127.0.0.1."""
     async with aiohttp.ClientSession() as session:
         yield Api(session, service.guest_addresses[0].url, None)
-
-
-def guest_body(n: int = 1, **overrides: Any) -> dict[str, Any]:
-    """A valid guest object on 198.18.0.0/24, number `n`."""
-    body: dict[str, Any] = {
-        "hostname": f"guest{n}",
-        "ipv4": {"address": f"198.18.0.{n + 10}", "prefix": 24, "gateway": "198.18.0.1"},
-        "dns": ["198.18.0.1"],
-        "password_hash": SAMPLE_HASH,
-        "ssh_keys": [SAMPLE_KEY],
-    }
-    body.update(overrides)
-    return body
-
-
-def mac_of(n: int) -> str:
-    return f"02:00:c6:12:{n // 256:02x}:{n % 256:02x}"
-
-
-SAMPLE_HASH = (
-    "$6$saltsaltsaltsalt$"
-    "ZNEGiETZH5IxhTYbBVcX6nYtZ8o6kEQLoLDhzkUpBsS9hFV59IXFADy5Hi1nYThvMJ1aoFpXV.wJtLtDjs6Hm."
-)
-SAMPLE_KEY = (
-    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl admin@example"
-)
-
-
-async def start_in_netns(settings: Settings, netns: str) -> MetadataService:
-    """Start a service whose sockets (HTTP and netlink) live in namespace `netns`."""
-    from tests.support.netns import in_netns
-
-    service = MetadataService(settings)
-    with in_netns(netns):
-        await service.start()
-    return service

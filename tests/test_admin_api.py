@@ -13,7 +13,8 @@ import pytest
 from metadata_server.app import MetadataService
 from metadata_server.errors import Conflict
 from metadata_server.passwords import verify_password
-from tests.conftest import ADMIN_TOKEN, SAMPLE_HASH, Api, guest_body, mac_of, make_settings
+from tests.support.records import SAMPLE_HASH, guest_body, mac_of
+from tests.support.service import ADMIN_TOKEN, Api, make_settings
 
 MAC = mac_of(1)
 
@@ -351,3 +352,172 @@ async def test_the_default_domain_spelled_out_is_the_same_name(tmp_path: Path) -
         assert result.vm.spec.domain == "other.internal"
     finally:
         await service.stop()
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        f"Bearer {ADMIN_TOKEN}",
+        f"bearer {ADMIN_TOKEN}",
+        f"BEARER {ADMIN_TOKEN}",
+        f"bEaReR {ADMIN_TOKEN}",
+        f"Bearer   {ADMIN_TOKEN}",
+    ],
+    ids=["canonical", "lower", "upper", "mixed", "several-spaces"],
+)
+async def test_bearer_scheme_is_case_insensitive(
+    service: MetadataService, authorization: str
+) -> None:
+    assert service.admin_address is not None
+    async with aiohttp.ClientSession() as session:
+        api = Api(session, service.admin_address.url, None)
+        got, _ = await api.get("/api/v1/vms", headers={"Authorization": authorization})
+        assert got == 200
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        f"Bearer {ADMIN_TOKEN.upper()}",
+        f"Basic {ADMIN_TOKEN}",
+        f"Bearer{ADMIN_TOKEN}",
+        f"Bearer {ADMIN_TOKEN} extra",
+        f"Bearerx {ADMIN_TOKEN}",
+        "Bearer",
+        "Bearer ",
+    ],
+    ids=[
+        "token-case",
+        "other-scheme",
+        "no-space",
+        "trailing-word",
+        "longer-scheme",
+        "no-token",
+        "empty-token",
+    ],
+)
+async def test_bearer_token_itself_is_exact(service: MetadataService, authorization: str) -> None:
+    assert service.admin_address is not None
+    async with aiohttp.ClientSession() as session:
+        api = Api(session, service.admin_address.url, None)
+        got, body = await api.get("/api/v1/vms", headers={"Authorization": authorization})
+        assert got == 401 and body["error"] == "unauthorized"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "allow"),
+    [
+        ("GET", "/api/v1/vms/import", 405, "POST"),
+        ("PUT", "/api/v1/vms/import", 405, "POST"),
+        ("DELETE", "/api/v1/vms/import", 405, "POST"),
+        ("PATCH", "/api/v1/vms/import", 405, "POST"),
+        ("OPTIONS", "/api/v1/vms/import", 204, "POST"),
+        ("OPTIONS", f"/api/v1/vms/{MAC}", 204, "GET, HEAD, PUT, PATCH, DELETE"),
+        ("OPTIONS", "/api/v1/vms", 204, "GET, HEAD"),
+        ("POST", f"/api/v1/vms/{MAC}", 405, "GET, HEAD, PUT, PATCH, DELETE"),
+        ("DELETE", "/api/v1/vms", 405, "GET, HEAD"),
+    ],
+    ids=[
+        "get-import",
+        "put-import",
+        "delete-import",
+        "patch-import",
+        "options-import",
+        "options-vm",
+        "options-list",
+        "post-vm",
+        "delete-list",
+    ],
+)
+async def test_import_never_matches_a_mac_and_allow_is_exact(
+    admin: Api, service: MetadataService, method: str, path: str, status: int, allow: str
+) -> None:
+    """GET /api/v1/vms/import used to reach GET /api/v1/vms/{mac} (400 "not a MAC")."""
+    got, body = await admin.call(
+        method, path, json=guest_body(1) if method in ("PUT", "PATCH") else None
+    )
+    assert got == status
+    assert admin.session is not None
+    async with admin.session.request(
+        method, admin.base + path, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    ) as response:
+        assert response.headers["Allow"] == allow
+    if status == 405:
+        assert body["error"] == "method_not_allowed" and body["detail"]
+    assert await service.store.list() == []
+
+
+_IPV4 = '"ipv4": {"address": "198.18.0.11", "prefix": 24}'
+DUPLICATE_KEYS = [
+    pytest.param("put", f'{{"hostname": "a", "hostname": "b", {_IPV4}}}', id="top-level"),
+    pytest.param(
+        "put",
+        '{"hostname": "a", "ipv4": {"address": "198.18.0.11", "address": "198.18.0.12", "prefix": 24}}',
+        id="nested",
+    ),
+    pytest.param(
+        "put", f'{{"hostname": "a", {_IPV4}, "metadata": {{"k": "1", "k": "2"}}}}', id="metadata"
+    ),
+    pytest.param("patch", '{"hostname": "a", "hostname": "b"}', id="patch"),
+    pytest.param(
+        "import",
+        f'[{{"mac": "02:00:c6:12:00:01", "mac": "02:00:c6:12:00:02", "hostname": "a", {_IPV4}}}]',
+        id="import-array",
+    ),
+    pytest.param(
+        "import",
+        f'{{"mac": "02:00:c6:12:00:01", "hostname": "a", "hostname": "b", {_IPV4}}}\n',
+        id="import-ndjson",
+    ),
+    pytest.param("lease", '{"address": "198.18.0.11", "address": "198.18.0.99"}', id="lease"),
+]
+
+
+@pytest.mark.parametrize(("route", "body"), DUPLICATE_KEYS)
+async def test_duplicate_json_keys_are_400_and_change_nothing(
+    admin: Api, service: MetadataService, route: str, body: str
+) -> None:
+    """Before, the last of two equal keys silently won (json.loads' rule, not every
+    parser's): the body meant two things."""
+    other = mac_of(2)
+    await admin.put(f"/api/v1/vms/{other}", json=guest_body(2))
+    before = await service.store.list()
+    path = {
+        "put": f"/api/v1/vms/{MAC}",
+        "patch": f"/api/v1/vms/{other}",
+        "import": "/api/v1/vms/import",
+        "lease": f"/api/v1/vms/{other}/lease",
+    }[route]
+    method = {"put": "PUT", "patch": "PATCH", "lease": "POST"}.get(route, "POST")
+    got, answer = await admin.call(
+        method, path, data=body.encode(), headers={"Content-Type": "application/json"}
+    )
+    assert got == 400, answer
+    assert answer["error"] == "invalid" and "appears twice" in answer["detail"]
+    assert await service.store.list() == before
+
+
+@pytest.mark.parametrize(
+    ("prefix", "stored"),
+    [
+        pytest.param("24", 24, id="integer"),
+        pytest.param("24.0", 24, id="zero-fraction"),
+        pytest.param("2.4e1", 24, id="exponent"),
+        pytest.param("24.5", None, id="fraction"),
+        pytest.param("true", None, id="boolean"),
+    ],
+)
+async def test_an_integral_json_number_is_an_integer(
+    admin: Api, service: MetadataService, prefix: str, stored: int | None
+) -> None:
+    """JSON has one number type, and the OpenAPI document's JSON Schema counts 24.0 as
+    the integer 24: a prefix written so is that prefix, not a 400."""
+    body = f'{{"hostname": "g", "ipv4": {{"address": "198.18.0.11", "prefix": {prefix}}}}}'
+    got, answer = await admin.put(
+        f"/api/v1/vms/{MAC}", data=body.encode(), headers={"Content-Type": "application/json"}
+    )
+    if stored is None:
+        assert got == 400 and answer["field"] == "ipv4.prefix"
+        assert await service.store.list() == []
+    else:
+        assert got == 201 and answer["ipv4"]["prefix"] == stored

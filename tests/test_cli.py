@@ -12,7 +12,8 @@ import pytest
 
 from metadata_server import __version__
 from metadata_server.app import MetadataService
-from tests.conftest import ADMIN_TOKEN, SAMPLE_KEY, guest_body, mac_of
+from tests.support.records import SAMPLE_KEY, guest_body, mac_of
+from tests.support.service import ADMIN_TOKEN
 
 
 async def cli(
@@ -147,3 +148,33 @@ async def test_unknown_environment_setting_is_an_error(url: str) -> None:
     env = {"METADATA_SERVER_ADMIN_TOKEN": ADMIN_TOKEN, "METADATA_SERVER_COLOUR": "blue"}
     code, _, err = await cli("vm", "list", "--url", url, env=env)
     assert code == 1 and "unknown setting in the environment: METADATA_SERVER_COLOUR" in err
+
+
+async def test_a_guests_timeline_and_the_slow_ones(url: str, service: MetadataService) -> None:
+    from metadata_server.model import State
+
+    registry = service.registry
+    assert registry is not None
+    for n in (1, 2):
+        await registry.put(mac_of(n), guest_body(n))
+    await registry.mark_leased(mac_of(1), "198.18.0.11")
+    await registry.mark_fetched(mac_of(1))
+    await registry.set_state(mac_of(1), State.CONFIGURED, "ok")
+    await registry.mark_leased(mac_of(2), "198.18.0.12")
+
+    code, out, err = await cli("vm", "timeline", mac_of(1), "--url", url)
+    assert code == 0, err
+    states = [line.split()[0] for line in out.splitlines()[1:]]
+    assert states == ["registered", "leased", "fetched", "configured"]
+    code, out, _ = await cli("vm", "timeline", mac_of(1), "--url", url, "--json")
+    steps = json.loads(out)["steps"]
+    assert steps[0]["after_previous_s"] is None
+    assert all(step["after_previous_s"] >= 0 for step in steps[1:])
+
+    await asyncio.sleep(1.1)
+    code, out, _ = await cli("vm", "list", "--slow", "1", "--url", url, "--json")
+    assert [vm["mac"] for vm in json.loads(out)["vms"]] == [mac_of(2)], "leased, not configured"
+    code, out, _ = await cli("vm", "list", "--slow", "3600", "--url", url, "--json")
+    assert json.loads(out)["vms"] == []
+    code, _, err = await cli("vm", "list", "--slow", "٣", "--url", url)
+    assert code == 2 and "٣" in err

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import statistics
 import time
 from collections.abc import AsyncIterator
@@ -17,7 +18,8 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from metadata_server.app import MetadataService
-from tests.conftest import SAMPLE_HASH, SAMPLE_KEY, guest_body, mac_of, make_settings
+from tests.support.records import SAMPLE_HASH, SAMPLE_KEY, guest_body, mac_of
+from tests.support.service import make_settings
 
 
 async def started(tmp_path: Path, **flags: object) -> MetadataService:
@@ -77,6 +79,12 @@ async def test_ec2_tree_follows_ec2_conventions(svc: MetadataService) -> None:
         "/latest/meta-data/instance-type": "xen.guest",
         "/latest/meta-data/placement/availability-zone": "local-1a",
         "/latest/meta-data/services/domain": "guests.internal",
+        "/latest/meta-data/ami-id": "ami-00000000000000000",
+        "/latest/meta-data/ami-launch-index": "0",
+        "/latest/meta-data/security-groups": "default",
+        "/latest/meta-data/block-device-mapping/": "ami\nroot",
+        "/latest/meta-data/block-device-mapping/ami": "/dev/xvda",
+        "/latest/meta-data/block-device-mapping/root": "/dev/xvda",
         "/latest/meta-data/public-keys/": "0=admin@example",
         "/latest/meta-data/public-keys/0/": "openssh-key",
         "/latest/meta-data/public-keys/0/openssh-key": SAMPLE_KEY,
@@ -97,7 +105,17 @@ async def test_ec2_tree_follows_ec2_conventions(svc: MetadataService) -> None:
         root.split("\n")
     )
     _, listing, _ = await fetch(svc, "/latest/meta-data/")
-    assert "instance-id" in listing.split("\n") and "placement/" in listing.split("\n")
+    assert {
+        "instance-id",
+        "placement/",
+        "ami-id",
+        "reservation-id",
+        "block-device-mapping/",
+    } <= set(listing.split("\n"))
+    assert "product-codes" not in listing.split("\n")
+    _, reservation, _ = await fetch(svc, "/latest/meta-data/reservation-id")
+    assert re.fullmatch(r"r-[0-9a-f]{17}", reservation)
+    assert (await fetch(svc, "/2009-04-04/meta-data/reservation-id"))[1] == reservation
     status, text, _ = await fetch(svc, "/latest/dynamic/instance-identity/document")
     document = json.loads(text)
     assert {
@@ -111,6 +129,20 @@ async def test_ec2_tree_follows_ec2_conventions(svc: MetadataService) -> None:
         "region": "local-1",
     }
     assert document["pendingTime"].endswith("Z") and document["version"]
+    assert document["imageId"] == "ami-00000000000000000"
+
+
+async def test_reservation_id_is_new_with_each_launch(svc: MetadataService) -> None:
+    """A re-arm is a new launch: a new instance id, so a new reservation id; the other
+    guest's stays its own."""
+    assert svc.registry is not None
+    before = (await fetch(svc, "/latest/meta-data/reservation-id"))[1]
+    other = (await fetch(svc, "/latest/meta-data/reservation-id", source="127.0.0.2"))[1]
+    assert before != other
+    assert (await fetch(svc, "/latest/meta-data/reservation-id"))[1] == before
+    await svc.registry.rearm(mac_of(1))
+    after = (await fetch(svc, "/latest/meta-data/reservation-id"))[1]
+    assert re.fullmatch(r"r-[0-9a-f]{17}", after) and after != before
 
 
 async def test_user_data_404_when_none_or_withheld(svc: MetadataService) -> None:
@@ -127,7 +159,7 @@ async def test_user_data_404_when_none_or_withheld(svc: MetadataService) -> None
 async def test_openstack_and_nocloud(svc: MetadataService) -> None:
     _, versions, _ = await fetch(svc, "/openstack")
     assert versions.split("\n")[-1] == "latest" and "2018-08-27" in versions
-    status, text, _ = await fetch(svc, "/openstack/2018-08-27/meta_data.json")
+    _status, text, _ = await fetch(svc, "/openstack/2018-08-27/meta_data.json")
     meta = json.loads(text)
     assert meta["name"] == "guest1" and meta["hostname"] == "guest1.guests.internal"
     assert meta["public_keys"] == {"key-0": SAMPLE_KEY} and meta["meta"] == {"role": "web"}
@@ -248,7 +280,7 @@ async def test_imdsv2_token_flow(svc: MetadataService) -> None:
 async def test_bad_token_requests(
     svc: MetadataService, path: str, headers: dict[str, str], status: int
 ) -> None:
-    got, text, response_headers = await fetch(svc, path, method="PUT", headers=headers)
+    got, _text, response_headers = await fetch(svc, path, method="PUT", headers=headers)
     assert got == status and response_headers["Content-Type"].startswith("text/plain")
 
 
@@ -449,10 +481,8 @@ async def test_a_flooding_guest_is_limited_and_others_are_not(tmp_path: Path) ->
     [
         ("GET", "/nothing/here", 404),
         ("GET", "/latest/meta-data/no-such-key", 404),
-        ("GET", "/latest/meta-data/instance-id/", 404),
         ("GET", "/latest/meta-data/../../latest/user-data", 404),
         ("GET", "/latest/meta-data/./instance-id", 404),
-        ("GET", "/latest/meta-data//instance-id", 404),
         ("GET", f"/latest/meta-data/network/interfaces/macs/{mac_of(2)}/local-ipv4s", 404),
         ("GET", "/latest/meta-data/network/interfaces/macs/..%2F..%2Fuser-data", 404),
         ("GET", "/openstack/1999-01-01/meta_data.json", 404),
@@ -462,7 +492,7 @@ async def test_a_flooding_guest_is_limited_and_others_are_not(tmp_path: Path) ->
         ("DELETE", "/v1/config", 405),
     ],
     ids=[
-        "unknown", "unknown-key", "file-as-dir", "dotdot", "dot", "double-slash", "other-mac",
+        "unknown", "unknown-key", "dotdot", "dot", "other-mac",
         "encoded-slash", "unknown-openstack-version", "openstack-dotdot", "nocloud-dotdot",
         "post", "delete",
     ],
@@ -475,6 +505,137 @@ async def test_bad_paths_reveal_nothing(
     assert mac_of(2) not in text and "guest2" not in text and "echo hi" not in text
     if got == 404 and not path.startswith("/v1"):
         assert headers["Content-Type"].startswith("text/plain")
+
+
+async def raw_request(
+    service: MetadataService,
+    target: str,
+    *,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    body: bytes = b"",
+    source: str = "127.0.0.1",
+) -> tuple[int, str, CIMultiDict[str]]:
+    """One request with `target` sent exactly as written (no client normalises it)."""
+    host, port = service.guest_addresses[0].url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port), local_addr=(source, 0))
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}", "Connection: close"]
+    lines += [f"Content-Length: {len(body)}"] if body else []
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+    data = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    head, _, payload = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    parsed = CIMultiDict(tuple(line.split(": ", 1)) for line in header_lines)
+    return int(status_line.split()[1]), payload.decode(), parsed  # type: ignore[arg-type]
+
+
+# (as a real client sends it, the same resource written canonically)
+SLASH_FORMS = [
+    ("//latest/meta-data/instance-id", "/latest/meta-data/instance-id", "ec2-leading"),
+    ("/latest//meta-data/instance-id", "/latest/meta-data/instance-id", "ec2-after-version"),
+    ("/latest/meta-data//instance-id", "/latest/meta-data/instance-id", "ec2-before-leaf"),
+    ("/latest/meta-data/instance-id//", "/latest/meta-data/instance-id", "ec2-leaf-double-trailing"),
+    ("///latest///meta-data///instance-id", "/latest/meta-data/instance-id", "ec2-triple-everywhere"),
+    ("/latest/meta-data/instance-id/", "/latest/meta-data/instance-id", "ec2-leaf-trailing"),
+    ("/latest/meta-data/placement/availability-zone/", "/latest/meta-data/placement/availability-zone", "ec2-az-trailing"),
+    ("/latest/user-data/", "/latest/user-data", "ec2-user-data-trailing"),
+    ("//latest/user-data", "/latest/user-data", "ec2-user-data-leading"),
+    ("/latest/meta-data/public-keys//0//openssh-key/", "/latest/meta-data/public-keys/0/openssh-key", "ec2-key-doubled"),
+    ("/2021-03-23//meta-data/local-ipv4", "/2021-03-23/meta-data/local-ipv4", "ec2-dated-version"),
+    ("/latest/meta-data", "/latest/meta-data/", "ec2-dir-no-trailing"),
+    ("//latest/meta-data//", "/latest/meta-data/", "ec2-dir-doubled"),
+    ("/latest/meta-data/block-device-mapping//", "/latest/meta-data/block-device-mapping/", "ec2-subdir-doubled"),
+    ("//latest//", "/latest/", "ec2-version-root-doubled"),
+    ("/latest", "/latest/", "ec2-version-root-bare"),
+    ("//", "/", "root-double"),
+    ("///", "/", "root-triple"),
+    ("//openstack/latest/meta_data.json", "/openstack/latest/meta_data.json", "openstack-leading"),
+    ("/openstack//latest/meta_data.json", "/openstack/latest/meta_data.json", "openstack-after-prefix"),
+    ("/openstack/latest//meta_data.json", "/openstack/latest/meta_data.json", "openstack-before-leaf"),
+    ("/openstack/latest/meta_data.json/", "/openstack/latest/meta_data.json", "openstack-leaf-trailing"),
+    ("/openstack/2018-08-27/user_data/", "/openstack/2018-08-27/user_data", "openstack-user-data-trailing"),
+    ("//openstack//", "/openstack", "openstack-versions-doubled"),
+    ("/openstack/latest//", "/openstack/latest/", "openstack-version-dir-doubled"),
+    ("//nocloud/meta-data", "/nocloud/meta-data", "nocloud-leading"),
+    ("/nocloud//meta-data", "/nocloud/meta-data", "nocloud-after-prefix"),
+    ("/nocloud/user-data/", "/nocloud/user-data", "nocloud-leaf-trailing"),
+    ("/nocloud//", "/nocloud/", "nocloud-dir-doubled"),
+    ("//v1/config.txt", "/v1/config.txt", "v1-leading"),
+    ("/v1//config.txt", "/v1/config.txt", "v1-after-prefix"),
+    ("/v1/config.txt/", "/v1/config.txt", "v1-leaf-trailing"),
+    ("//v1//config//", "/v1/config", "v1-config-everywhere"),
+    ("/v1/user-data/", "/v1/user-data", "v1-user-data-trailing"),
+    ("//v1/config?wait_for_change=false", "/v1/config", "v1-with-query"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("target", "canonical"), [f[:2] for f in SLASH_FORMS], ids=[f[2] for f in SLASH_FORMS]
+)
+async def test_doubled_and_trailing_slashes_are_served_as_imds_does(
+    svc: MetadataService, target: str, canonical: str
+) -> None:
+    """Real IMDS ignores empty segments and serves a file asked for with a trailing
+    slash: every form answers exactly what the canonical path answers."""
+    expected = await raw_request(svc, canonical)
+    assert expected[0] == 200 and expected[1]
+    status, body, headers = await raw_request(svc, target)
+    assert (status, body) == expected[:2]
+    assert headers["Content-Type"] == expected[2]["Content-Type"]
+
+
+async def test_slash_forms_of_the_token_and_status_routes(svc: MetadataService) -> None:
+    ttl = {"X-aws-ec2-metadata-token-ttl-seconds": "60"}
+    status, token, _ = await raw_request(svc, "//latest//api/token/", method="PUT", headers=ttl)
+    assert status == 200 and token
+    status, text, _ = await raw_request(
+        svc, "//latest/meta-data/mac/", headers={"X-aws-ec2-metadata-token": token}
+    )
+    assert (status, text) == (200, mac_of(1))
+    assert (await raw_request(svc, "//2021-03-23/api/token", method="PUT", headers=ttl))[0] == 403
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    status, _, _ = await raw_request(
+        svc, "//v1//status/", method="POST", headers=form, body=b"state=configured"
+    )
+    assert status == 204
+    vm = await svc.store.get(mac_of(1))
+    assert vm is not None and vm.state.value == "configured"
+    # A method the route does not take is still 405, whatever the slashes.
+    status, _, headers = await raw_request(svc, "//latest/meta-data/instance-id/", method="POST")
+    assert status == 405 and "GET" in headers["Allow"]
+
+
+TRAVERSALS = [
+    ("/latest/meta-data%2Finstance-id", "encoded-slash-upper"),
+    ("/latest/meta-data%2finstance-id", "encoded-slash-lower"),
+    ("/latest%2Fmeta-data%2Finstance-id", "encoded-slash-after-version"),
+    ("//latest//meta-data%2F/instance-id/", "encoded-slash-among-doubled"),
+    ("/v1%2Fconfig", "encoded-slash-v1"),
+    ("/nocloud%2Fmeta-data", "encoded-slash-nocloud"),
+    ("/latest/meta-data/%2e%2e/user-data", "encoded-dotdot"),
+    ("/latest/meta-data/%2E%2E/%2E%2E/latest/user-data", "encoded-dotdot-upper"),
+    ("//latest//meta-data//..//..//latest//user-data//", "dotdot-among-doubled"),
+    ("/latest/meta-data/./instance-id/", "dot-trailing"),
+    ("/latest/%2e/meta-data/instance-id", "encoded-dot"),
+    ("/%2e%2e/latest/user-data", "dotdot-as-version"),
+    ("/openstack/latest/%2e%2e/%2e%2e/latest/user-data", "openstack-encoded-dotdot"),
+    ("/openstack//..//latest/user-data", "openstack-dotdot-doubled"),
+    ("/nocloud/%2e%2e/latest/user-data", "nocloud-encoded-dotdot"),
+    ("/nocloud//..//latest//user-data", "nocloud-dotdot-doubled"),
+    ("/v1/%2e%2e/v1/config", "v1-encoded-dotdot"),
+    (f"//latest/meta-data/network/interfaces/macs/{mac_of(2)}//local-ipv4s/", "other-mac-doubled"),
+    ("/latest/meta-data/instance-id%00", "nul"),
+    ("/latest/meta-data/instance-id%252f", "double-encoded-slash"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("target", [t for t, _ in TRAVERSALS], ids=[i for _, i in TRAVERSALS])
+async def test_traversal_forms_stay_404(svc: MetadataService, target: str) -> None:
+    status, text, _ = await raw_request(svc, target)
+    assert status == 404
+    assert mac_of(2) not in text and "echo hi" not in text and "127.0.0.2" not in text
 
 
 async def test_head_works_wherever_get_does(svc: MetadataService) -> None:

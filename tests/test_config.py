@@ -28,6 +28,10 @@ def test_defaults() -> None:
     assert s.guest.verify_neighbour == "auto" and s.guest.serve_secrets_once is True
     demo = build_settings(config_file=None, env={}, flags={}, demo=True)
     assert demo.db == DEMO_DB and [str(a) for a in demo.guest.listen] == ["127.0.0.1:8080"]
+    # Loopback guests only for trying the server on one machine: the demo's guest is one.
+    assert s.guest.allow_loopback is False and demo.guest.allow_loopback is True
+    env = {"METADATA_SERVER_GUEST_ALLOW_LOOPBACK": "true"}
+    assert build_settings(config_file=None, env=env, flags={}).guest.allow_loopback is True
 
 
 def test_precedence_file_then_env_then_flags(tmp_path: Path) -> None:
@@ -128,6 +132,32 @@ def test_bad_dhcp_settings(tmp_path: Path, toml: str, message: str) -> None:
     with pytest.raises(ConfigError) as error:
         settings(tmp_path, toml)
     assert message in error.value.detail
+
+
+BRIDGE = '[[dhcp.subnets]]\ncidr = "198.18.0.0/24"\ngateway = "198.18.0.1"\nbridge = '
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["br0\ndhcp-script=/tmp/x", "br 0", "a/b", "a:b", "br\u2028x", "br\u00e9", "x" * 16, "", ".."],
+    ids=["newline-directive", "space", "slash", "colon", "line-separator", "non-ascii",
+         "too-long", "empty", "dot-dot"],
+)  # fmt: skip
+def test_a_subnet_bridge_must_be_an_interface_name(tmp_path: Path, name: str) -> None:
+    """The name is written into the DHCP daemons' files (a dnsmasq.conf comment line)."""
+    with pytest.raises(ConfigError, match=r"dhcp\.subnets\[0\]\.bridge"):
+        settings(tmp_path, BRIDGE + f"{name!r}\n".replace("'", '"'))
+
+
+@pytest.mark.parametrize(
+    "url",
+    ['http://x/"\ndhcp-script=/tmp/x', "http://x/a b", "http://x/\u2028", 'http://x/"', "http://x/\\"],
+    ids=["quote-newline", "space", "line-separator", "quote", "backslash"],
+)  # fmt: skip
+def test_public_url_is_one_unquoted_word(url: str) -> None:
+    """It is written into config.txt lines and quoted in dnsmasq's and dhcpd's files."""
+    with pytest.raises(ConfigError, match="public_url must be a URL without"):
+        build_settings(config_file=None, env={}, flags={"public_url": url})
 
 
 def test_dns_settings(tmp_path: Path) -> None:

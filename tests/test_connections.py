@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from metadata_server.app import MetadataService
-from tests.conftest import ADMIN_TOKEN, guest_body, mac_of, make_settings
+from tests.support.records import guest_body, mac_of
 from tests.support.requirements import need_tools
 from tests.support.server_process import server_process
+from tests.support.service import ADMIN_TOKEN, make_settings
 
 LOCAL = {"address": "127.0.0.1", "prefix": 8, "gateway": "127.0.0.254"}
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.conftest import ADMIN_TOKEN, guest_body
+from tests.support.records import guest_body
 from tests.support.server_process import server_process
+from tests.support.service import ADMIN_TOKEN
 
 ROWS = 6000
 

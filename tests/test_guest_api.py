@@ -11,8 +11,9 @@ import pytest
 
 from metadata_server.app import MetadataService
 from metadata_server.model import State
-from tests.conftest import SAMPLE_HASH, SAMPLE_KEY, Api, guest_body, mac_of, make_settings
+from tests.support.records import SAMPLE_HASH, SAMPLE_KEY, guest_body, mac_of
 from tests.support.requirements import need_tools
+from tests.support.service import Api, make_settings
 
 MAC = mac_of(1)
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.isolation import Bench, isolation_bench, outcome, slowest
-from tests.support.requirements import need_root, need_tools
+from tests.support.requirements import need_root, need_tools, root_fixture
 
 FLOODS = [
     # mode, count, what the hostile guest's connections may see
@@ -22,6 +22,7 @@ FLOODS = [
 
 
 @pytest.fixture(scope="module")
+@root_fixture
 def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
     need_root()
     need_tools("ip", "curl", "prlimit")

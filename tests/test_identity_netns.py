@@ -16,19 +16,22 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from metadata_server.app import MetadataService
-from tests.conftest import guest_body, make_settings, start_in_netns
 from tests.support.netns import BridgeNetwork, Guest, bridge_network
-from tests.support.requirements import need_root, need_tools
+from tests.support.records import guest_body
+from tests.support.requirements import need_root, need_tools, root_fixture
+from tests.support.service import make_settings, start_in_netns
 
 OWNER_MAC = "02:00:c6:12:00:0b"
 SPOOF_MAC = "02:00:c6:12:00:66"
 
 
 @pytest.fixture
+@root_fixture
 def net() -> Iterator[BridgeNetwork]:
     need_root()
     need_tools("ip", "curl")
@@ -107,23 +110,19 @@ def poison(net: BridgeNetwork, attacker: Guest, address: str, deadline: float = 
     attacker.ns.run("ip", "addr", "add", f"{address}/24", "dev", "eth0")
     started = time.monotonic()
     while time.monotonic() - started < deadline:
-        for mode in ("-U", "-A"):
+        arpings = [
             attacker.ns.popen(
-                "arping",
-                "-q",
-                "-c",
-                "1",
-                mode,
-                "-I",
-                "eth0",
-                "-s",
-                address,
-                address,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                "arping", "-q", "-c", "1", mode, "-I", "eth0", "-s", address, address,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
+            for mode in ("-U", "-A")
+        ]  # fmt: skip
         time.sleep(0.05)
-        if attacker.mac in net.dom0.run("ip", "neigh", "show", address, "dev", "br0").lower():
+        held = attacker.mac in net.dom0.run("ip", "neigh", "show", address, "dev", "br0").lower()
+        for arping in arpings:
+            arping.kill()
+            arping.wait()
+        if held:
             return time.monotonic() - started
     raise AssertionError(f"Dom0 never took {attacker.mac} for {address}")
 
@@ -221,7 +220,58 @@ async def test_a_neighbour_change_voids_an_open_connections_proof(
         client.stdin.flush()
         second = await asyncio.to_thread(client.stdout.readline)
         client.wait(timeout=10)
+        client.stdin.close()
+        client.stdout.close()
         assert (first.strip(), second.strip()) == (b"200", b"no answer")
         assert "refused 198.18.0.11" in caplog.text
+    finally:
+        await service.stop()
+
+
+class StalledKernel:
+    """Stands in for a kernel (or a host) too busy to answer a route question: while
+    `stalled`, the service's real netlink socket's route requests wait forever."""
+
+    def __init__(self, service: MetadataService) -> None:
+        netlink = service._netlink
+        assert netlink is not None
+        self.ipr: Any = netlink._ipr
+        self.real = self.ipr.route
+        self.stalled = True
+        netlink.forget_routes()
+
+        async def route(*argv: Any, **kwargs: Any) -> Any:
+            while self.stalled:
+                await asyncio.sleep(0.05)
+            return await self.real(*argv, **kwargs)
+
+        self.ipr.route = route
+
+
+def curl_headers(guest: Guest, path: str) -> tuple[int, str]:
+    out = guest.ns.run(
+        "curl", "-s", "-D", "-", "-o", "/dev/null", "--max-time", "8",
+        "-w", "%{http_code}", f"http://169.254.169.254{path}",
+    )  # fmt: skip
+    headers, _, code = out.rpartition("\n")
+    return int(code), headers
+
+
+async def test_an_unanswered_lookup_asks_the_guest_to_try_again(
+    net: BridgeNetwork, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No answer from the kernel in time proves nothing and refuses nothing: 503 with
+    Retry-After, and the same guest is served once the kernel answers."""
+    monkeypatch.setattr("metadata_server.netlink.neighbours.LOOKUP_TIMEOUT", 0.5)
+    service = await start_in(net, tmp_path, "always")
+    try:
+        owner = join(net, OWNER_MAC, "198.18.0.11")
+        kernel = StalledKernel(service)
+        status, headers = await asyncio.to_thread(curl_headers, owner, "/v1/config")
+        assert status == 503
+        assert "retry-after: 1" in headers.lower()
+        kernel.stalled = False
+        status, doc = await asyncio.to_thread(curl, owner, "/v1/config")
+        assert status == 200 and doc["hostname"] == "guest1"
     finally:
         await service.stop()

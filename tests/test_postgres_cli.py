@@ -19,12 +19,13 @@ from metadata_server.cli import db
 from metadata_server.cli import main as cli_main
 from metadata_server.model import VM, State
 from metadata_server.store import open_store
-from tests.conftest import ADMIN_TOKEN, SAMPLE_HASH
 from tests.support.postgres import (  # noqa: F401  (postgres_server is a fixture)
     PASSWORD,
     PostgresServer,
     postgres_server,
 )
+from tests.support.records import SAMPLE_HASH
+from tests.support.service import ADMIN_TOKEN
 from tests.test_store_contract import make_vm
 
 

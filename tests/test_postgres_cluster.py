@@ -18,13 +18,14 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, SAMPLE_HASH, mac_of
 from tests.support.postgres import (  # noqa: F401  (postgres_server is a fixture)
     PASSWORD,
     PostgresServer,
     postgres_server,
 )
+from tests.support.records import SAMPLE_HASH, mac_of
 from tests.support.server_process import ServerProcess, server_process
+from tests.support.service import ADMIN_TOKEN
 
 GUEST = mac_of(201)
 OTHER_GUEST = mac_of(202)
@@ -53,7 +54,7 @@ def cluster(
         "--verify-neighbour",
         "never",
     ]
-    env = {"METADATA_SERVER_ADMIN_TOKEN": ADMIN_TOKEN}
+    env = {"METADATA_SERVER_ADMIN_TOKEN": ADMIN_TOKEN, "METADATA_SERVER_GUEST_ALLOW_LOOPBACK": "1"}
     # B first: the database's owner creates the schema.
     b_url = postgres_server.url(database)
     with server_process(["--db", b_url, *common], logs / "b.log", env=env) as b:

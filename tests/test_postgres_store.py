@@ -22,13 +22,13 @@ from metadata_server.store.health import health_of
 from metadata_server.store.pg_feed import FeedTimings
 from metadata_server.store.pg_schema import CHANGE_CHANNEL
 from metadata_server.store.postgres import PostgresStore
-from tests.conftest import mac_of
 from tests.support.postgres import (  # noqa: F401  (postgres_server is a fixture)
     PASSWORD,
     SUPERUSER_PASSWORD,
     PostgresServer,
     postgres_server,
 )
+from tests.support.records import mac_of
 from tests.test_store_contract import make_vm
 
 FAST = FeedTimings(
@@ -269,7 +269,7 @@ async def test_bad_connections_are_one_clear_line_without_the_password(
     expected: str,
 ) -> None:
     url = make_url(postgres_server, database)
-    with pytest.raises(ConfigError) as error:
+    with pytest.raises(ConfigError) as error:  # noqa: PT012 (the URL or the connection refuses)
         store = PostgresStore(url)
         await store.open()
     detail = error.value.detail

@@ -11,7 +11,11 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "metadata_server"
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = {  # where each of the repository's packages lives
+    "metadata_server": ROOT / "metadata_server",
+    "metadata_server_testbed": ROOT / "testbed" / "metadata_server_testbed",
+}
 CORE = [
     "model",
     "errors",
@@ -32,14 +36,15 @@ CORE = [
     "dns.answer",
     "dns.relay",
     "dns.cache",
-    "fallback.xs_wire",
-    "fallback.xs_tree",
+    "xen.errors",
 ]
 FORBIDDEN = {"aiohttp", "pyroute2", "asyncio", "os", "socket", "subprocess", "sqlite3", "time"}
 
 
 def _imports(module: str) -> set[str]:
-    path = PACKAGE / module.replace(".", "/")
+    """What `module` (a dotted name in one of PACKAGES) imports."""
+    top, _, inner = module.partition(".")
+    path = PACKAGES[top] / inner.replace(".", "/")
     path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
     tree = ast.parse(path.read_text())
     names: set[str] = set()
@@ -51,17 +56,17 @@ def _imports(module: str) -> set[str]:
     return names
 
 
-def _closure(module: str) -> set[str]:
+def _closure(module: str, package: str = "metadata_server") -> set[str]:
+    """Everything `module` of `package` reaches, following the repository's own modules."""
     seen: set[str] = set()
-    todo = [module]
+    todo = [f"{package}.{module}"]
     while todo:
         current = todo.pop()
         for name in _imports(current):
-            if name.startswith("metadata_server."):
-                inner = name.removeprefix("metadata_server.")
-                if inner not in seen:
-                    seen.add(inner)
-                    todo.append(inner)
+            if name.split(".")[0] in PACKAGES and name.count(".") >= 1:
+                if name not in seen:
+                    seen.add(name)
+                    todo.append(name)
             else:
                 seen.add(name)
     return seen

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.conftest import ADMIN_TOKEN, guest_body, mac_of
+from tests.support.records import guest_body, mac_of
 from tests.support.server_process import server_process
+from tests.support.service import ADMIN_TOKEN
 
 PLAIN = "Plain-Secret-7f3a9c"
 

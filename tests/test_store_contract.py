@@ -21,8 +21,8 @@ from metadata_server.model import VM, State, parse_vm
 from metadata_server.store import Change, Store, health_of, open_store, pg_schema
 from metadata_server.store import sqlite as sqlite_store
 from metadata_server.store.migrations import Migration
-from tests.conftest import guest_body, mac_of
 from tests.support.postgres import postgres_server  # noqa: F401  (a fixture)
+from tests.support.records import guest_body, mac_of
 
 
 def make_vm(n: int, **overrides: object) -> VM:

@@ -66,5 +66,5 @@ def test_full_buckets_are_forgotten() -> None:
 
 
 def test_bucket_settings_are_checked() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="rate must be positive"):
         TokenBuckets(rate=0, burst=5, clock=lambda: 0.0)

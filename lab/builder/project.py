@@ -23,6 +23,8 @@ from lab.builder.chroot import chroot_mounts
 from lab.builder.commands import BuildError, Runner
 from lab.builder.images import ext4_image, overlay, qcow2_from_raw
 
+CHROOT_WHEELS = "/tmp/lab-wheels"  # noqa: S108 (a path inside the dom0 image being built)
+
 PROJECT_IMAGE_SIZE = "2G"
 MASTER_RAW_SIZE = "2G"
 LAB_FILES = ("__init__.py", "markers.py", "scenarios", "templates")
@@ -91,7 +93,7 @@ def build_venv(
 ) -> None:
     """The virtualenv, made inside dom0's tree (an overlay of it) at its final path."""
     with overlay(base / "dom0-root", scratch / "dom0-overlay") as (merged, upper):
-        wheels = merged / "tmp/lab-wheels"
+        wheels = merged / CHROOT_WHEELS.lstrip("/")
         shutil.copytree(wheelhouse, wheels)
         shutil.copy2(wheel, wheels / wheel.name)
         venv = f"{PROJECT_MOUNT}/venv"
@@ -111,8 +113,8 @@ def build_venv(
                     "--disable-pip-version-check",
                     "--no-cache-dir",
                     "--find-links",
-                    "/tmp/lab-wheels",
-                    f"/tmp/lab-wheels/{wheel.name}",
+                    CHROOT_WHEELS,
+                    f"{CHROOT_WHEELS}/{wheel.name}",
                 ],
                 heavy=True,
             )

@@ -1,7 +1,7 @@
 """Scenario "xenstore" (issue 16, scenario 4): xenstore permissions as the real xenstored
 enforces them, checked by two real PV guests.
 
-The same table as the stand-in's own test (tests/fallback/test_xenstored.py,
+The same table as the stand-in's own test (tests/testbed/test_xenstored.py,
 test_permissions, where domain 5 is A and domain 6 is B; a host test keeps the two
 tables equal), plus the signal key exactly as the product prepares it
 (`XenHost.prepare_signal`, run here against the real xenstored): guest A may write its
@@ -101,7 +101,7 @@ def result_node(check_id: str) -> str:
 def prepare_signal(domid: int) -> None:
     """The product's own code, against the real xenstored."""
     code = (
-        "import asyncio\nfrom metadata_server.fallback.xen import XenHost\n"
+        "import asyncio\nfrom metadata_server.xen.host import XenHost\n"
         f"asyncio.run(XenHost().prepare_signal({domid}))\n"
     )
     run([str(VENV / "bin/python"), "-c", code])

@@ -23,7 +23,7 @@ from metadata_server.cli.lease_hook import LeaseHookError, lease_reports, report
 from metadata_server.cli.vm import url_of
 from metadata_server.config import Settings
 from metadata_server.dhcp.commands import DaemonError
-from metadata_server.dhcp.render import DAEMON_FILES, DAEMONS, render
+from metadata_server.dhcp.render import DAEMON_FILES, DAEMONS, Rendered, render
 from metadata_server.dhcp.service import daemon_for, dhcp_plan
 from metadata_server.dhcp.templates import template_environment
 from metadata_server.store import open_store
@@ -62,7 +62,7 @@ def add_parsers(commands: Any, add_common: Callable[[argparse.ArgumentParser], N
     p.set_defaults(handler=_lease_hook)
 
 
-async def _files(settings: Settings, daemon: str) -> dict[str, str]:
+async def _files(settings: Settings, daemon: str) -> Rendered:
     store = open_store(settings.db)
     await store.open()
     try:
@@ -70,6 +70,10 @@ async def _files(settings: Settings, daemon: str) -> dict[str, str]:
     finally:
         await store.close()
     return render(daemon, vms, dhcp_plan(settings), template_environment(settings.dhcp.templates))
+
+
+def _left_out(rendered: Rendered) -> list[str]:
+    return [f"guest {g.mac} ({g.address}) left out: {g.reason}" for g in rendered.left_out]
 
 
 def _settings(
@@ -86,7 +90,10 @@ def _settings(
 
 def _render(args: argparse.Namespace, settings_from: Callable[..., Settings]) -> int:
     settings, daemon = _settings(args, settings_from)
-    files = asyncio.run(_files(settings, daemon))
+    rendered = asyncio.run(_files(settings, daemon))
+    for line in _left_out(rendered):  # the files hold every other guest
+        print(f"metadata-server: {line}", file=sys.stderr)
+    files = rendered.files
     if args.out is None:
         for name, text in files.items():
             if len(files) > 1:
@@ -109,15 +116,18 @@ def _check(args: argparse.Namespace, settings_from: Callable[..., Settings]) -> 
     settings, daemon = _settings(args, settings_from)
     settings = _with_daemon(settings, daemon)
 
-    async def check() -> int:
-        files = await _files(settings, daemon)
-        await daemon_for(settings).check(files)
-        return len(files)
+    async def check() -> Rendered:
+        rendered = await _files(settings, daemon)
+        await daemon_for(settings).check(rendered.files)
+        return rendered
 
     try:
-        count = asyncio.run(check())
+        rendered = asyncio.run(check())
     except DaemonError as exc:
         raise CommandError(exc.detail) from None
+    count = len(rendered.files)
+    if rendered.left_out:  # the daemon would run, but without these guests
+        raise CommandError("; ".join(_left_out(rendered)))
     print(f"{daemon}: the rendered configuration passes its checker ({count} file(s))")
     return 0
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from metadata_server.cli.client import AdminClient, CommandError
 from metadata_server.cli.vm import run_admin_command
+from metadata_server.digits import integer, number
 
 LAYOUTS = ("nocloud", "configdrive")
 DOWNLOAD_TIMEOUT = 60.0
@@ -46,8 +47,8 @@ def add_parsers(commands: Any, add_common: Callable[[argparse.ArgumentParser], N
     p.add_argument("--out", required=True, type=Path, metavar="FILE")
 
     p = new("provision", "configure a guest from an ISO: attach, wait, detach", _provision)
-    p.add_argument("--domid", type=int, help="the guest's domain (default: found by its MAC)")
-    p.add_argument("--timeout", type=float, metavar="SECONDS", help="default: the server's")
+    p.add_argument("--domid", type=integer, help="the guest's domain (default: found by its MAC)")
+    p.add_argument("--timeout", type=number, metavar="SECONDS", help="default: the server's")
 
 
 def _write_private(path: Path, data: bytes) -> None:

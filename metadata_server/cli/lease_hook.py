@@ -21,6 +21,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from urllib.parse import quote, urlsplit
 
+from metadata_server.digits import ascii_int
+
 TIMEOUT = 5.0
 
 
@@ -37,7 +39,7 @@ def lease_reports(event: str, args: Sequence[str], env: Mapping[str, str]) -> li
         return [(args[0], args[1])]
     if event == "leases4_committed":
         size = env.get("LEASES4_SIZE", "0") or "0"
-        count = int(size) if size.isdigit() else 0
+        count = ascii_int(size) or 0
         return [
             (env.get(f"LEASES4_AT{i}_HWADDR", ""), env.get(f"LEASES4_AT{i}_ADDRESS", ""))
             for i in range(count)

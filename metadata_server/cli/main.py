@@ -7,9 +7,11 @@ usage error (argparse's own convention).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
 
 # The subcommands are imported when the parser is built, not here: the DHCP lease hook
 # runs once per lease and must start fast (see main()).
+PLUGIN_GROUP = "metadata_server.commands"
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +31,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from metadata_server.cli import compare, db, dhcp, iso, serve, vm
+    from metadata_server.cli import db, dhcp, iso, key, serve, vm
 
     parser = argparse.ArgumentParser(
         prog="metadata-server",
@@ -58,11 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
     iso_commands = p.add_subparsers(dest="iso_command", required=True, metavar="ACTION")
     iso.add_parsers(iso_commands, _add_common)
 
-    p = commands.add_parser(
-        "compare", help="boot simulated guests by both methods and compare them"
-    )
-    compare.add_arguments(p)
-    p.set_defaults(handler=compare.run)
+    p = commands.add_parser("key", help="the document signing key")
+    key_commands = p.add_subparsers(dest="key_command", required=True, metavar="ACTION")
+    key.add_parsers(key_commands, _add_common)
+
+    for plugin in entry_points(group=PLUGIN_GROUP):
+        # Commands installed by other distributions, such as the test bench's `compare`.
+        plugin.load()(commands)
     return parser
 
 
@@ -77,7 +82,29 @@ def settings_from(
     return build_settings(config_file=args.config, env=os.environ, flags=flags, demo=demo)
 
 
+# Files the commands create (the registry and its -wal and -shm, exports, DHCP files,
+# the admin token, ISOs) hold hashes, user-data and guest names: none gets group or
+# other bits, whichever code creates it.
+PRIVATE_UMASK = 0o077
+
+
+@contextlib.contextmanager
+def private_files() -> Iterator[None]:
+    """The command runs under PRIVATE_UMASK; the caller's umask comes back after (for
+    main() called in-process, as tests do)."""
+    previous = os.umask(PRIVATE_UMASK)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    with private_files():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     if words[:2] == ["dhcp", "lease-hook"]:
         from metadata_server.cli.lease_hook import quick

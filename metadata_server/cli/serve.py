@@ -77,7 +77,8 @@ async def serve(settings: Settings, *, demo: bool) -> None:
         loop.add_signal_handler(signum, stop.set)
     try:
         if demo:
-            assert service.registry is not None and service.admin_address is not None
+            assert service.registry is not None
+            assert service.admin_address is not None
             password = await ensure_demo_guest(service.registry)
             token_source = (
                 f"cat {settings.admin.token_file}"

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from metadata_server.admin_token import load_client_token
 from metadata_server.cli.client import AdminClient, CommandError, Reply
 from metadata_server.cli.tables import table
 from metadata_server.config import Settings
+from metadata_server.digits import ascii_int, number
+from metadata_server.timeline import steps, stuck_for
 
 
 def add_parsers(commands: Any, add_common: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -49,6 +52,15 @@ def add_parsers(commands: Any, add_common: Callable[[argparse.ArgumentParser], N
     p = new("list", "list guests", _list)
     p.add_argument("--state")
     p.add_argument("--host")
+    p.add_argument(
+        "--slow",
+        type=number,
+        metavar="SECONDS",
+        help="only guests leased or fetched for longer than this, not configured",
+    )
+
+    p = new("timeline", "a guest's states with their times and the durations between", _timeline)
+    p.add_argument("mac")
 
     p = new("show", "show one guest", _show)
     p.add_argument("mac")
@@ -64,7 +76,7 @@ def add_parsers(commands: Any, add_common: Callable[[argparse.ArgumentParser], N
 
     p = new("status", "a guest's state; --wait long-polls for a change", _status)
     p.add_argument("mac")
-    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS")
+    p.add_argument("--wait", type=number, default=0.0, metavar="SECONDS")
 
 
 def run_admin_command(
@@ -86,7 +98,7 @@ def url_of(settings: Settings) -> str:
     listen = settings.admin.listen
     if listen.unix_path is not None:
         return f"unix:{listen.unix_path}"
-    host = "127.0.0.1" if listen.host in ("0.0.0.0", None) else listen.host
+    host = "127.0.0.1" if listen.host in ("0.0.0.0", None) else listen.host  # noqa: S104 (a comparison, not a bind)
     host = f"[{host}]" if host and ":" in host else host
     return f"http://{host}:{listen.port}"
 
@@ -137,12 +149,13 @@ def _read_file(path: Path, what: str) -> str:
 
 
 async def _add(client: AdminClient, args: argparse.Namespace) -> str:
-    address, _, prefix = args.ip.partition("/")
-    if not prefix.isdigit():
+    address, _, prefix_text = args.ip.partition("/")
+    prefix = ascii_int(prefix_text, max_digits=2)
+    if prefix is None:
         raise CommandError(f"--ip must be ADDRESS/PREFIX, like 198.18.0.10/24, not {args.ip!r}")
     body: dict[str, Any] = {
         "hostname": args.hostname,
-        "ipv4": {"address": address, "prefix": int(prefix), "gateway": args.gateway},
+        "ipv4": {"address": address, "prefix": prefix, "gateway": args.gateway},
         "dns": args.dns,
         "ssh_keys": list(args.ssh_key),
     }
@@ -181,7 +194,36 @@ async def _add(client: AdminClient, args: argparse.Namespace) -> str:
 async def _list(client: AdminClient, args: argparse.Namespace) -> str:
     params = {k: v for k, v in (("state", args.state), ("host", args.host)) if v}
     reply = await client.request("GET", "/api/v1/vms", params=params)
+    if args.slow is not None:
+        now = time.time()
+        slow = [vm for vm in reply.body["vms"] if (stuck_for(vm, now) or -1.0) > args.slow]
+        reply = Reply(reply.status, {"vms": slow})
     return _print(args, reply, lambda body: _vm_rows(body["vms"]))
+
+
+async def _timeline(client: AdminClient, args: argparse.Namespace) -> str:
+    vm = (await client.request("GET", f"/api/v1/vms/{args.mac}")).body
+    boot = steps(vm["state_times"])
+    body = {"mac": vm["mac"], "state": vm["state"], "steps": [s.to_json() for s in boot]}
+    reply = Reply(200, body)
+
+    def human(body: dict[str, Any]) -> str:
+        rows = [
+            [
+                step["state"],
+                step["at"],
+                _seconds(step["after_previous_s"]),
+                _seconds(step["after_registered_s"]),
+            ]
+            for step in body["steps"]
+        ]
+        return table(["STATE", "AT", "AFTER PREVIOUS", "AFTER REGISTERED"], rows)
+
+    return _print(args, reply, human)
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f} s"
 
 
 async def _show(client: AdminClient, args: argparse.Namespace) -> str:

@@ -1,11 +1,14 @@
 """The EC2 instance metadata tree of one guest: what `/latest/` and the dated versions
 serve. EC2 conventions: text, one listing entry per line, directories end in `/`,
-public keys listed as `0=name` with the key at `0/openssh-key`. Pure.
+public keys listed as `0=name` with the key at `0/openssh-key`. It holds the keys every
+real instance has (`ami-id`, `reservation-id`, `security-groups`, `block-device-mapping/`,
+`ami-launch-index`), so clients that read them do not fail. Pure.
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import ipaddress
 import json
 
@@ -62,6 +65,19 @@ def _key_name(key: str, index: int) -> str:
     return comment.replace(" ", "_") if comment else f"key-{index}"
 
 
+def image_id(view: GuestView, options: CloudOptions) -> str:
+    """The guest's master image id. The registry has no image field yet: when it gains
+    one, the guest's own id is returned here first and `options.image_id` stays the
+    answer only for guests without one."""
+    return options.image_id
+
+
+def reservation_id(view: GuestView) -> str:
+    """EC2's `r-` and 17 hex digits, derived from the instance id: the same on every read
+    and on the ISO, new with each re-arm (a new launch, as on EC2)."""
+    return "r-" + hashlib.sha256(f"reservation {view.instance_id}".encode()).hexdigest()[:17]
+
+
 def identity_document(view: GuestView, options: CloudOptions) -> dict[str, object]:
     return {
         "instanceId": view.instance_id,
@@ -72,7 +88,7 @@ def identity_document(view: GuestView, options: CloudOptions) -> dict[str, objec
         "pendingTime": _iso(view.armed_at),
         "version": IDENTITY_DOCUMENT_VERSION,
         "architecture": "x86_64",
-        "imageId": None,
+        "imageId": image_id(view, options),
         "kernelId": None,
         "ramdiskId": None,
         "accountId": None,
@@ -88,14 +104,20 @@ def ec2_tree(view: GuestView, options: CloudOptions) -> FileTree:
     subnet = str(ipaddress.IPv4Interface(f"{view.address}/{view.prefix}").network)
     meta = "meta-data/"
     iface = f"{meta}network/interfaces/macs/{mac}/"
+    root_device = options.root_device.encode()
     files: dict[str, bytes] = {
+        f"{meta}ami-id": image_id(view, options).encode(),
         f"{meta}ami-launch-index": b"0",
+        f"{meta}block-device-mapping/ami": root_device,
+        f"{meta}block-device-mapping/root": root_device,
         f"{meta}hostname": view.fqdn.encode(),
         f"{meta}instance-id": view.instance_id.encode(),
         f"{meta}instance-type": options.instance_type.encode(),
         f"{meta}local-hostname": view.fqdn.encode(),
         f"{meta}local-ipv4": view.address.encode(),
         f"{meta}mac": mac.encode(),
+        f"{meta}reservation-id": reservation_id(view).encode(),
+        f"{meta}security-groups": options.security_group.encode(),
         f"{iface}device-number": b"0",
         f"{iface}local-hostname": view.fqdn.encode(),
         f"{iface}local-ipv4s": view.address.encode(),

@@ -10,8 +10,7 @@ from typing import Any
 from metadata_server.cloud.userdata import combined_user_data
 from metadata_server.cloud.yamltext import dump
 from metadata_server.documents import GuestView
-
-METADATA_ADDRESS = "169.254.169.254"
+from metadata_server.model import METADATA_ADDRESS
 
 
 def meta_data(view: GuestView) -> dict[str, Any]:

@@ -28,17 +28,11 @@ class FileTree:
         self._listings.update({key.strip("/"): value for key, value in (listings or {}).items()})
 
     def lookup(self, path: str) -> bytes | None:
-        """A file's bytes, a directory's listing (with or without the trailing `/`), or None.
-
-        The path is matched exactly as given: `..`, `.` or doubled slashes match nothing.
-        """
-        if path in self._files:
-            return self._files[path]
-        if path.endswith("/"):
-            path = path[:-1]
-            if path in self._files:  # `file/` is not a directory
-                return None
-        return self._listings.get(path)
+        """A file's bytes, a directory's listing, or None, by the path's canonical name
+        (`meta-data/placement`: no empty segment, no trailing `/`; the HTTP layer makes
+        every path so, as IMDS reads it). Matched exactly: `..` or `.` match nothing."""
+        found = self._files.get(path)
+        return found if found is not None else self._listings.get(path)
 
     def files(self) -> Mapping[str, bytes]:
         return self._files

@@ -6,7 +6,7 @@ import asyncio
 import shutil
 from collections.abc import Sequence
 
-from metadata_server.errors import MetadataError
+from metadata_server.errors import ErrorCode, MetadataError
 
 TIMEOUT = 30.0
 
@@ -15,7 +15,7 @@ class DaemonError(MetadataError):
     """A checker refused the configuration, or a reload failed; `detail` says why."""
 
     http_status = 502
-    code = "dhcp_daemon"
+    code = ErrorCode.DHCP_DAEMON
 
 
 def find_binary(name: str) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 from metadata_server.dhcp.commands import DaemonError, find_binary, run_tool
+from metadata_server.digits import ascii_int
 
 log = logging.getLogger(__name__)
 KEA_SOCKET_TIMEOUT = 10.0
@@ -80,7 +81,9 @@ class Dnsmasq:
             await _run_command(self.reload_command, "dnsmasq (its options changed)")
         elif self.pid_file is not None:
             try:
-                pid = int(self.pid_file.read_text().strip())
+                pid = ascii_int(self.pid_file.read_text().strip())
+                if pid is None or pid < 2:  # 0 and 1 would signal a group or init
+                    raise ValueError("it does not hold a process id")
                 os.kill(pid, signal.SIGHUP)
             except (OSError, ValueError) as exc:
                 raise DaemonError(

@@ -1,6 +1,7 @@
 """Writing DHCP files safely: every file of a set is written to a temporary name beside
 its target and flushed first; only when all of them are written are they renamed into
-place. An unwritable directory or a full disk leaves every old file as it was."""
+place. An unwritable directory or a full disk leaves every old file as it was. The files
+name every guest: they are written 0600, whatever the umask."""
 
 from __future__ import annotations
 
@@ -8,15 +9,15 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from metadata_server.errors import MetadataError
+from metadata_server.errors import ErrorCode, MetadataError
 
 
 class DhcpWriteError(MetadataError):
     http_status = 500
-    code = "dhcp_write"
+    code = ErrorCode.DHCP_WRITE
 
 
-def replace_files(directory: Path, files: Mapping[str, str], mode: int = 0o644) -> None:
+def replace_files(directory: Path, files: Mapping[str, str], mode: int = 0o600) -> None:
     staged: list[tuple[Path, Path]] = []
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -25,6 +26,7 @@ def replace_files(directory: Path, files: Mapping[str, str], mode: int = 0o644) 
             temporary = directory / f".{name}.new"
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
             staged.append((temporary, target))
+            os.fchmod(fd, mode)  # a file left by a crash keeps its old mode otherwise
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(text)
                 handle.flush()

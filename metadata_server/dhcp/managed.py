@@ -3,8 +3,11 @@ default for one Dom0. Started with the server, restarted with back-off when it d
 sent SIGHUP when only reservations changed, restarted when its options changed, and
 stopped with the server. DNS is off in this dnsmasq (`--port=0`); it only does DHCP.
 
-dnsmasq drops root after start; on SIGHUP it re-reads the hosts file as its own user,
-so the DHCP directory must be readable by it (the server makes it 0755).
+dnsmasq drops root after start and re-reads the hosts file on SIGHUP as that user, so
+it runs as its own account (`dnsmasq`, which Debian's package creates; `nobody` only when
+there is none, with a warning) and that account owns the hosts file (0600). Every other
+file stays root's and 0600, the lease file included (dnsmasq would create it 0644), and
+the directory is 0711: others may pass through it, never list or read what is in it.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import pwd
 import signal
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +27,18 @@ log = logging.getLogger(__name__)
 MIN_BACKOFF = 0.5
 MAX_BACKOFF = 10.0
 STOP_TIMEOUT = 5.0
+ACCOUNTS = ("dnsmasq", "nobody")  # the first that exists runs dnsmasq
+HOSTS_FILE = "dnsmasq-hosts"
+LEASE_FILE = "dnsmasq.leases"
+
+
+def dnsmasq_account() -> pwd.struct_passwd:
+    for name in ACCOUNTS:
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            continue
+    raise DaemonError(f"none of the accounts {', '.join(ACCOUNTS)} exists to run dnsmasq as")
 
 
 class ManagedDnsmasq:
@@ -31,15 +48,19 @@ class ManagedDnsmasq:
         interfaces: Sequence[str],
         *,
         lease_script: Path | None = None,
+        log_each_exchange: bool = False,
         extra_args: Sequence[str] = (),
     ) -> None:
         self.directory = directory
         self.interfaces = tuple(interfaces)
         self.lease_script = lease_script
+        self.log_each_exchange = log_each_exchange
         self.extra_args = tuple(extra_args)
         self.process: asyncio.subprocess.Process | None = None
+        self.account: pwd.struct_passwd | None = None
         self.restarts = 0
         self._supervisor: asyncio.Task[None] | None = None
+        self._log_task: asyncio.Task[None] | None = None  # ends when dnsmasq does
         self._stopping = False
         self._restart_now = asyncio.Event()
 
@@ -48,26 +69,59 @@ class ManagedDnsmasq:
             find_binary("dnsmasq"),
             "--keep-in-foreground",
             "--conf-file=" + str(self.directory / "dnsmasq.conf"),
-            "--dhcp-hostsfile=" + str(self.directory / "dnsmasq-hosts"),
-            "--dhcp-leasefile=" + str(self.directory / "dnsmasq.leases"),
+            "--dhcp-hostsfile=" + str(self.directory / HOSTS_FILE),
+            "--dhcp-leasefile=" + str(self.directory / LEASE_FILE),
             "--port=0",
             "--bind-dynamic",
             "--log-facility=-",
-            "--log-dhcp",
             "--pid-file=",
         ]
+        if self.account is not None:
+            argv.append(f"--user={self.account.pw_name}")
+        if self.log_each_exchange:
+            argv.append("--log-dhcp")  # ~30 lines per guest: only at log_level = debug
         argv += [f"--interface={name}" for name in self.interfaces]
         if self.lease_script is not None:
             argv.append(f"--dhcp-script={self.lease_script}")
         return argv + list(self.extra_args)
 
+    def _prepare_files(self) -> None:
+        """Before each start and SIGHUP: the directory 0711, the lease file 0600 root's,
+        the hosts file (just replaced, so root's again) 0600 and dnsmasq's account's."""
+        account = self.account
+        try:
+            self.directory.chmod(0o711)
+            fd = os.open(self.directory / LEASE_FILE, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                os.fchmod(fd, 0o600)
+            finally:
+                os.close(fd)
+            hosts = self.directory / HOSTS_FILE
+            if account is not None and hosts.exists():
+                os.chown(hosts, account.pw_uid, -1, follow_symlinks=False)
+                os.chmod(hosts, 0o600, follow_symlinks=False)
+        except OSError as exc:
+            raise DaemonError(
+                f"cannot prepare dnsmasq's files in {self.directory}: {exc}"
+            ) from None
+
     async def start(self) -> None:
-        self.directory.chmod(0o755)
+        # dnsmasq changes user only when started as root; otherwise it stays ours.
+        self.account = dnsmasq_account() if os.geteuid() == 0 else None
+        if self.account is not None and self.account.pw_name != ACCOUNTS[0]:
+            log.warning(
+                "there is no %s account: dnsmasq runs as %s, and so can anything else "
+                "that runs as %s read the guests' reservations",
+                ACCOUNTS[0],
+                self.account.pw_name,
+                self.account.pw_name,
+            )
         self._restart_now.clear()  # a reload asked for before the start is this start
         await self._spawn()
         self._supervisor = asyncio.create_task(self._supervise(), name="dnsmasq-supervisor")
 
     async def _spawn(self) -> None:
+        self._prepare_files()
         argv = self.argv()
         try:
             self.process = await asyncio.create_subprocess_exec(
@@ -79,7 +133,7 @@ class ManagedDnsmasq:
         except OSError as exc:
             raise DaemonError(f"cannot start dnsmasq: {exc.strerror}") from None
         assert self.process.stdout is not None
-        asyncio.create_task(_forward_log(self.process.stdout), name="dnsmasq-log")
+        self._log_task = asyncio.create_task(_forward_log(self.process.stdout), name="dnsmasq-log")
         log.info("started dnsmasq (pid %s) on %s", self.process.pid, ", ".join(self.interfaces))
 
     async def _supervise(self) -> None:
@@ -118,6 +172,7 @@ class ManagedDnsmasq:
         if restart or process is None or process.returncode is not None:
             self._restart_now.set()
             return
+        self._prepare_files()
         process.send_signal(signal.SIGHUP)
 
     async def _terminate(self) -> None:
@@ -142,6 +197,14 @@ class ManagedDnsmasq:
         log.info("stopped dnsmasq")
 
 
+_TROUBLE = ("warning", "fail", "error", "illegal", "cannot", "bad ", "no address")
+
+
 async def _forward_log(stream: asyncio.StreamReader) -> None:
+    """dnsmasq's own log into ours: at debug, but for lines that say something is wrong
+    (which come at warning); a boot storm's exchanges never fill the log at info."""
     while line := await stream.readline():
-        log.info("dnsmasq: %s", line.decode("utf-8", "replace").rstrip())
+        text = line.decode("utf-8", "replace").rstrip()
+        lowered = text.lower()
+        level = logging.WARNING if any(word in lowered for word in _TROUBLE) else logging.DEBUG
+        log.log(level, "dnsmasq: %s", text)

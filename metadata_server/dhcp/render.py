@@ -3,9 +3,10 @@
 Every guest gets its reserved address, its hostname, the subnet's router, DNS and
 domain, option 121 (a /32 route to the metadata address via the gateway, and the
 default route, since clients that take 121 ignore option 3) and the metadata URL in a
-private option (224). Unknown MACs get nothing. Input that no daemon should see
-(a guest outside every subnet, on the gateway, network or broadcast address, a
-duplicate MAC or address) is refused as a whole with every problem listed.
+private option (224). Unknown MACs get nothing. A guest no daemon should see (outside
+every subnet, on the gateway, network or broadcast address, a duplicate MAC or address,
+a stored field that today's validators refuse) is left out, with the reason, and every
+other guest is written: one bad record never holds back the rest.
 
 Pure: records, settings and a template environment in; text out.
 """
@@ -13,14 +14,15 @@ Pure: records, settings and a template environment in; text out.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import jinja2
 
-from metadata_server.errors import MetadataError
-from metadata_server.model import VM
+from metadata_server.dhcp.subnets import Subnet
+from metadata_server.model import LABEL_PATTERN, METADATA_ADDRESS, METADATA_URL, VM
 
 DAEMONS = ("dnsmasq", "kea", "dhcpd")
 # The files each daemon reads, by name; each is rendered from `<name>.j2`.
@@ -32,37 +34,13 @@ DAEMON_FILES: Mapping[str, tuple[str, ...]] = {
 METADATA_OPTION = 224
 
 
-class RenderError(MetadataError):
-    """The registry cannot be turned into a DHCP configuration; nothing is written."""
-
-    http_status = 409
-    code = "dhcp_render"
-
-    def __init__(self, problems: list[str]) -> None:
-        shown = "; ".join(problems[:10]) + (
-            f"; and {len(problems) - 10} more" if len(problems) > 10 else ""
-        )
-        super().__init__(f"cannot render the DHCP configuration: {shown}")
-        self.problems = problems
-
-
-@dataclass(frozen=True)
-class Subnet:
-    cidr: ipaddress.IPv4Network
-    gateway: ipaddress.IPv4Address
-    bridge: str | None = None
-    dns: tuple[str, ...] = ()
-    domain: str | None = None
-    lease_time: int = 3600
-
-
 @dataclass(frozen=True)
 class DhcpPlan:
     """What the templates need, beyond the records: the network side of the config."""
 
     subnets: tuple[Subnet, ...]
-    metadata_address: str = "169.254.169.254"
-    metadata_url: str = "http://169.254.169.254"
+    metadata_address: str = str(METADATA_ADDRESS)
+    metadata_url: str = METADATA_URL
     # Kea-only paths, put into its JSON by the template.
     kea_control_socket: str = "/run/kea/kea4-ctrl-socket"
     kea_lease_file: str = "/var/lib/kea/kea-leases4.csv"
@@ -90,39 +68,85 @@ def _route_bytes(metadata_address: str, gateway: ipaddress.IPv4Address) -> list[
     return [32, *ipaddress.IPv4Address(metadata_address).packed, *gw, 0, *gw]
 
 
-def plan_hosts(vms: Iterable[VM], subnets: tuple[Subnet, ...]) -> list[Host]:
+@dataclass(frozen=True)
+class LeftOut:
+    """A guest whose reservation is not in the files, and why: one bad record (one that
+    predates a check, or a subnet taken out of the configuration) must not keep every
+    other guest's change from the daemon."""
+
+    mac: str
+    address: str
+    reason: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"mac": self.mac, "address": self.address, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Rendered:
+    files: dict[str, str]  # name → text
+    hosts: int  # reservations written
+    left_out: tuple[LeftOut, ...]
+
+
+# What a stored MAC and host name look like after the model normalised them; the
+# templates write both unquoted.
+_NORMAL_MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
+_NORMAL_HOSTNAME = re.compile(LABEL_PATTERN.replace("A-Za-z", "a-z"))
+
+
+def _record_problem(vm: VM) -> str | None:
+    """What keeps a stored record out of a daemon's file although the store took it
+    (before a check existed): a field the templates write must still be in normal form."""
+    if not _NORMAL_MAC.fullmatch(vm.mac):
+        return "its MAC is not six lower-case hex pairs separated by ':'"
+    if not _NORMAL_HOSTNAME.fullmatch(vm.spec.hostname):
+        return "its host name is not one lower-case RFC 1123 label"
+    return None
+
+
+def _subnet_problem(address: ipaddress.IPv4Address, subnet: Subnet) -> str | None:
+    if address == subnet.gateway:
+        return f"its address is the gateway of {subnet.cidr}"
+    if subnet.cidr.prefixlen <= 30 and address in (
+        subnet.cidr.network_address,
+        subnet.cidr.broadcast_address,
+    ):
+        return f"its address is the network or broadcast address of {subnet.cidr}"
+    return None
+
+
+def plan_hosts(vms: Iterable[VM], subnets: tuple[Subnet, ...]) -> tuple[list[Host], list[LeftOut]]:
+    """The reservations to write, and the guests left out with the reason for each."""
     hosts: list[Host] = []
-    problems: list[str] = []
+    left_out: list[LeftOut] = []
     seen_macs: set[str] = set()
     seen_addresses: dict[str, str] = {}
     for vm in vms:
-        address = ipaddress.IPv4Address(vm.spec.ipv4.address)
-        where = f"guest {vm.mac} ({address})"
-        if vm.mac in seen_macs:
-            problems.append(f"{where}: MAC appears twice")
-            continue
-        seen_macs.add(vm.mac)
-        if str(address) in seen_addresses:
-            problems.append(f"{where}: address also reserved by {seen_addresses[str(address)]}")
-            continue
-        seen_addresses[str(address)] = vm.mac
-        index = next((i for i, s in enumerate(subnets) if address in s.cidr), None)
-        if index is None:
-            problems.append(f"{where}: outside every configured subnet")
-            continue
-        subnet = subnets[index]
-        if address == subnet.gateway:
-            problems.append(f"{where}: is the gateway of {subnet.cidr}")
-        elif subnet.cidr.prefixlen <= 30 and address in (
-            subnet.cidr.network_address,
-            subnet.cidr.broadcast_address,
-        ):
-            problems.append(f"{where}: is the network or broadcast address of {subnet.cidr}")
+        text = vm.spec.ipv4.address
+        reason = _record_problem(vm)
+        index: int | None = None
+        try:
+            address = ipaddress.IPv4Address(text)
+        except ValueError:
+            reason = reason or "its address is not an IPv4 address"
+        if reason is None and vm.mac in seen_macs:
+            reason = "its MAC appears twice"
+        elif reason is None and text in seen_addresses:
+            reason = f"its address is also reserved by {seen_addresses[text]}"
+        if reason is None:
+            seen_macs.add(vm.mac)
+            seen_addresses[text] = vm.mac
+            index = next((i for i, s in enumerate(subnets) if address in s.cidr), None)
+            if index is None:
+                reason = "outside every configured subnet"
+            else:
+                reason = _subnet_problem(address, subnets[index])
+        if reason is not None or index is None:
+            left_out.append(LeftOut(vm.mac, text, reason or "outside every configured subnet"))
         else:
-            hosts.append(Host(vm.mac, str(address), vm.spec.hostname, index))
-    if problems:
-        raise RenderError(problems)
-    return hosts
+            hosts.append(Host(vm.mac, text, vm.spec.hostname, index))
+    return hosts, left_out
 
 
 def _subnet_context(
@@ -147,12 +171,13 @@ def _subnet_context(
 
 def render(
     daemon: str, vms: Iterable[VM], plan: DhcpPlan, templates: jinja2.Environment
-) -> dict[str, str]:
-    """The daemon's files, name → text. Raises RenderError (input) or jinja2 errors
-    (a broken template: StrictUndefined makes a missing variable an error, not a blank)."""
+) -> Rendered:
+    """The daemon's files, with every guest that can be reserved; the others are listed
+    in `left_out`. Raises jinja2 errors for a broken template (StrictUndefined makes a
+    missing variable an error, not a blank)."""
     if daemon not in DAEMON_FILES:
         raise ValueError(f"unknown DHCP daemon {daemon!r}")
-    hosts = plan_hosts(vms, plan.subnets)
+    hosts, left_out = plan_hosts(vms, plan.subnets)
     context: dict[str, Any] = {
         "hosts": hosts,
         "subnets": [
@@ -169,6 +194,7 @@ def render(
         "lease_hook": plan.lease_hook,
         **plan.extra,
     }
-    return {
+    files = {
         name: templates.get_template(f"{name}.j2").render(context) for name in DAEMON_FILES[daemon]
     }
+    return Rendered(files, len(hosts), tuple(left_out))

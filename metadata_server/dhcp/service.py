@@ -14,15 +14,18 @@ from pathlib import Path
 
 from metadata_server.config import Settings
 from metadata_server.dhcp.daemons import Daemon, Dhcpd, Dnsmasq, Kea
-from metadata_server.dhcp.managed import ManagedDnsmasq
-from metadata_server.dhcp.render import DhcpPlan, Subnet
+from metadata_server.dhcp.lease_watch import LeaseWatch, MarkLeased, Reservation
+from metadata_server.dhcp.leases import LeaseFile
+from metadata_server.dhcp.managed import LEASE_FILE, ManagedDnsmasq
+from metadata_server.dhcp.render import DhcpPlan
+from metadata_server.dhcp.subnets import Subnet
 from metadata_server.dhcp.sync import DhcpStatus, DhcpSync
 from metadata_server.dhcp.templates import template_environment
 from metadata_server.errors import ConfigError
+from metadata_server.model import METADATA_ADDRESS, GuestNetwork
 from metadata_server.store.base import Store
 
 log = logging.getLogger(__name__)
-METADATA_ADDRESS = "169.254.169.254"
 
 
 def guest_dns_servers(settings: Settings, subnet: Subnet) -> tuple[str, ...]:
@@ -36,9 +39,17 @@ def guest_dns_servers(settings: Settings, subnet: Subnet) -> tuple[str, ...]:
         for host, port in settings.dns.listen
         if port == 53
         and ipaddress.ip_address(host).version == 4
-        and (ipaddress.IPv4Address(host) in subnet.cidr or host == METADATA_ADDRESS)
+        and (ipaddress.IPv4Address(host) in subnet.cidr or host == str(METADATA_ADDRESS))
     ]
     return tuple(ours) or subnet.dns
+
+
+def dhcp_networks(settings: Settings) -> tuple[GuestNetwork, ...]:
+    """The networks a guest must be on when this server writes DHCP reservations: a
+    guest outside them could not be rendered, so it is refused when registered."""
+    if settings.dhcp.daemon == "none":
+        return ()
+    return tuple(GuestNetwork(subnet.cidr, subnet.gateway) for subnet in settings.dhcp.subnets)
 
 
 def dhcp_plan(settings: Settings, *, lease_hook: Path | None = None) -> DhcpPlan:
@@ -47,7 +58,7 @@ def dhcp_plan(settings: Settings, *, lease_hook: Path | None = None) -> DhcpPlan
         subnets=tuple(
             replace(subnet, dns=guest_dns_servers(settings, subnet)) for subnet in dhcp.subnets
         ),
-        metadata_address=METADATA_ADDRESS,
+        metadata_address=str(METADATA_ADDRESS),
         metadata_url=settings.public_url,
         kea_control_socket=str(dhcp.kea_control_socket),
         kea_lease_file=str(dhcp.kea_lease_file),
@@ -89,12 +100,33 @@ def write_lease_hook(directory: Path, admin_url: str, token: str, token_file: Pa
     return script
 
 
+def lease_file(settings: Settings) -> LeaseFile:
+    """The lease database of the configured daemon."""
+    dhcp = settings.dhcp
+    if dhcp.daemon == "dnsmasq":
+        path = dhcp.directory / LEASE_FILE if dhcp.manage else dhcp.dnsmasq_lease_file
+    elif dhcp.daemon == "kea":
+        path = dhcp.kea_lease_file
+    else:
+        path = dhcp.dhcpd_lease_file
+    return LeaseFile(dhcp.daemon, path)
+
+
 class DhcpService:
-    def __init__(self, settings: Settings, store: Store) -> None:
+    """`leases`: how the registry hears of leases when they are read from the daemon's
+    lease file (`dhcp.leases = "file"`): the address reserved for a MAC here, and the
+    registry's mark_leased."""
+
+    def __init__(
+        self, settings: Settings, store: Store, *, leases: tuple[Reservation, MarkLeased] | None
+    ) -> None:
         self.settings = settings
         self.store = store
         self.managed: ManagedDnsmasq | None = None
         self.sync: DhcpSync | None = None
+        self.lease_watch: LeaseWatch | None = None
+        if settings.dhcp.leases == "file" and leases is not None:
+            self.lease_watch = LeaseWatch(lease_file(settings), *leases)
 
     async def start(
         self, *, admin_url: str, token: str, token_file: Path | None, host: str | None = None
@@ -107,11 +139,16 @@ class DhcpService:
             reason = exc.strerror
             raise ConfigError(f"dhcp.directory: cannot create {directory}: {reason}") from None
         hook: Path | None = None
-        if dhcp.manage or dhcp.kea_hooks_library is not None:
+        if dhcp.leases == "hook" and (dhcp.manage or dhcp.kea_hooks_library is not None):
             hook = write_lease_hook(directory, admin_url, token, token_file)
         if dhcp.manage:
             bridges = [subnet.bridge for subnet in dhcp.subnets if subnet.bridge]
-            self.managed = ManagedDnsmasq(directory, bridges, lease_script=hook)
+            self.managed = ManagedDnsmasq(
+                directory,
+                bridges,
+                lease_script=hook,
+                log_each_exchange=self.settings.log_level == "debug",
+            )
         self.sync = DhcpSync(
             daemon_for(self.settings, self.managed),
             directory,
@@ -125,8 +162,18 @@ class DhcpService:
         await self.sync.sync_now()
         if self.managed is not None:
             await self.managed.start()
+        if self.lease_watch is not None:
+            try:
+                await self.lease_watch.start()
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot follow the lease file {self.lease_watch.leases.path}: {exc}; "
+                    'set dhcp.leases = "hook" to have the daemon report leases instead'
+                ) from None
 
     async def stop(self) -> None:
+        if self.lease_watch is not None:
+            await self.lease_watch.stop()
         if self.sync is not None:
             await self.sync.stop()
         if self.managed is not None:

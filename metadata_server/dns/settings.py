@@ -11,8 +11,9 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from metadata_server.digits import ascii_int
 from metadata_server.errors import ConfigError, InvalidInput
-from metadata_server.model import parse_domain
+from metadata_server.model import METADATA_ADDRESS, parse_domain
 
 DNS_PORT = 53
 MAX_TTL = 86400
@@ -32,9 +33,9 @@ def parse_endpoint(text: str, name: str, *, default_port: int = DNS_PORT) -> End
             raise ConfigError(f"{name}: expected IP[:port], not {text!r}")
     elif text.count(":") == 1:
         host, _, port_text = text.partition(":")
-    if port_text and not port_text.isdigit():
+    port = ascii_int(port_text) if port_text else default_port
+    if port is None:
         raise ConfigError(f"{name}: {port_text!r} is not a port number")
-    port = int(port_text) if port_text else default_port
     endpoint = (host, port)
     _check_endpoint(endpoint, name, allow_zero_port=True)
     return (str(ipaddress.ip_address(host)), port)
@@ -66,7 +67,7 @@ class DnsSettings:
     listen: tuple[Endpoint, ...]
     zone: str
     metadata_name: str = "metadata"
-    metadata_address: str = "169.254.169.254"
+    metadata_address: str = str(METADATA_ADDRESS)
     upstreams: tuple[Endpoint, ...] = ()
     ttl: int = 60
     upstream_timeout: float = 2.0

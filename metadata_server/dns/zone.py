@@ -16,8 +16,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from metadata_server.dns.settings import DnsSettings
-from metadata_server.model import VM
-from metadata_server.store.base import Change
+from metadata_server.model import VM, is_label
+from metadata_server.store.base import Change, ChangeEvent
 
 MAX_NAME_LENGTH = 253
 SERIAL_MODULUS = 1 << 32
@@ -83,17 +83,19 @@ class Zone:
             pointers={reverse_name(settings.metadata_address): metadata_fqdn},
             empty=frozenset(empty),
         )
-        changes = [Change("created", vm.mac, vm) for vm in vms]
+        changes = [Change(ChangeEvent.CREATED, vm.mac, vm) for vm in vms]
         return replace(zone.with_changes(changes), serial=serial % SERIAL_MODULUS)
 
     def entry(self, vm: VM) -> Entry | None:
         """The guest's (fqdn, address) when it belongs in this zone, else None.
 
         A guest named like the metadata name, or holding the metadata address, is left
-        out: the metadata service's own name and address must never point at a guest.
+        out: the metadata service's own name and address must never point at a guest. So
+        is a record whose host name is not one RFC 1123 label (stored before that check
+        was strict): no name the zone answers holds anything else.
         """
         domain = (vm.spec.domain or self.default_domain or "").lower()
-        if domain != self.origin:
+        if domain != self.origin or not is_label(vm.spec.hostname):
             return None
         fqdn = f"{vm.spec.hostname.lower()}.{domain}"
         address = vm.spec.ipv4.address

@@ -12,21 +12,26 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
-from metadata_server.errors import InvalidInput, NotFound
+from metadata_server.digits import ascii_decimal
+from metadata_server.errors import InvalidInput, MethodNotAllowed, NotFound
+from metadata_server.http.guard import add_routes as add_guard_routes
+from metadata_server.http.guard import guard_summary
+from metadata_server.http.import_body import import_rows
 from metadata_server.http.iso import add_routes as add_iso_routes
 from metadata_server.http.keys import DHCP, REGISTRY, SETTINGS, SNAPSHOT
+from metadata_server.http.metrics import PATH as METRICS_PATH
+from metadata_server.http.metrics import add_routes as add_metrics_routes
 from metadata_server.http.middleware import (
+    Handler,
     bearer_auth,
-    decode_text,
     json_errors,
-    parse_json,
     read_body,
     read_json,
 )
 from metadata_server.http.openapi import openapi_document
-from metadata_server.model import State, parse_ipv4, parse_mac, vm_to_json
+from metadata_server.model import VM, State, parse_ipv4, parse_mac, vm_to_json
 from metadata_server.registry import status_json
 from metadata_server.store.base import Change
 from metadata_server.store.health import health_of
@@ -35,6 +40,7 @@ log = logging.getLogger(__name__)
 MAX_WAIT_SECONDS = 300.0
 SSE_HEARTBEAT_SECONDS = 15.0
 SSE_MAX_BACKLOG = 1000  # batches not yet written to one reader
+SSE_CHUNK = 500  # events written between two turns of the event loop
 PUBLIC_PATHS = frozenset({"/healthz", "/api/v1/openapi.json"})
 
 
@@ -48,10 +54,9 @@ def _float_param(request: web.Request, name: str, default: float, maximum: float
     text = request.query.get(name)
     if text is None:
         return default
-    try:
-        value = float(text)
-    except ValueError:
-        raise InvalidInput(f"{name} must be a number of seconds", field=name) from None
+    value = ascii_decimal(text)
+    if value is None:
+        raise InvalidInput(f"{name} must be a number of seconds", field=name)
     if not 0 <= value <= maximum:
         raise InvalidInput(f"{name} must be between 0 and {maximum:g}", field=name)
     return value
@@ -61,11 +66,14 @@ async def healthz(request: web.Request) -> web.Response:
     """200 while guests are served, even from memory during a registry outage
     (`degraded`, with the store's report)."""
     health = health_of(request.app[REGISTRY].store)
+    guard = guard_summary(request.app)
+    healthy = health.healthy and guard.get("ok") is not False
     return web.json_response(
         {
-            "status": "ok" if health.healthy else "degraded",
+            "status": "ok" if healthy else "degraded",
             "guests": len(request.app[SNAPSHOT]),
             "store": health.to_json(),
+            "guard": guard,
         }
     )
 
@@ -114,7 +122,15 @@ async def list_vms(request: web.Request) -> web.Response:
     vms = await request.app[REGISTRY].list(
         state=request.query.get("state"), host=request.query.get("host")
     )
-    return web.json_response({"count": len(vms), "vms": [vm_to_json(vm) for vm in vms]})
+    body = await asyncio.to_thread(_listing, vms)  # about a second for 50,000 guests
+    return web.Response(body=body, content_type="application/json")
+
+
+def _listing(vms: Sequence[VM]) -> bytes:
+    """`{"count", "vms"}`, one guest at a time: one json.dumps of the whole list would
+    hold the interpreter lock, and so the event loop, until it is done."""
+    guests = ", ".join(json.dumps(vm_to_json(vm)) for vm in vms)
+    return f'{{"count": {len(vms)}, "vms": [{guests}]}}'.encode()
 
 
 async def delete_vm(request: web.Request) -> web.Response:
@@ -123,28 +139,10 @@ async def delete_vm(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def _import_rows(text: str) -> Sequence[object]:
-    """A JSON array, or NDJSON (one object per line; blank lines skipped)."""
-    if text.lstrip().startswith("["):
-        array = parse_json(text)
-        if not isinstance(array, list):
-            raise InvalidInput("an import must be a JSON array or NDJSON")
-        return array
-    rows: list[object] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(parse_json(line))
-        except InvalidInput as exc:
-            raise InvalidInput(f"line {number}: {exc.detail}") from None
-    return rows
-
-
 async def import_vms(request: web.Request) -> web.Response:
     _only_params(request, set())
-    text = decode_text(await read_body(request, request.app[SETTINGS].admin.max_import_bytes))
-    rows = _import_rows(text)
+    body = await read_body(request, request.app[SETTINGS].admin.max_import_bytes)
+    rows = await asyncio.to_thread(import_rows, body)  # seconds for 50,000 rows
     if not rows:
         raise InvalidInput("the import holds no guests")
     result = await request.app[REGISTRY].import_rows(rows)
@@ -203,6 +201,13 @@ def _sse(event: str, data: Mapping[str, object]) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
+def _event(change: Change) -> bytes:
+    data: dict[str, object] = {"mac": change.mac}
+    if change.vm is not None:
+        data["vm"] = vm_to_json(change.vm)
+    return _sse(change.event, data)
+
+
 async def events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: one per committed change (`created`, `updated`, `state`, `deleted`)."""
     queue: asyncio.Queue[Sequence[Change] | None] = asyncio.Queue()
@@ -218,7 +223,7 @@ async def events(request: web.Request) -> web.StreamResponse:
             return
         queue.put_nowait(changes)
 
-    unsubscribe = request.app[REGISTRY].store.subscribe(listener)
+    unsubscribe = request.app[REGISTRY].subscribe(listener)
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
@@ -233,13 +238,9 @@ async def events(request: web.Request) -> web.StreamResponse:
                 continue
             if batch is None:
                 break
-            chunks = []
-            for change in batch:
-                data: dict[str, object] = {"mac": change.mac}
-                if change.vm is not None:
-                    data["vm"] = vm_to_json(change.vm)
-                chunks.append(_sse(change.event, data))
-            await response.write(b"".join(chunks))
+            for start in range(0, len(batch), SSE_CHUNK):
+                await response.write(b"".join(_event(c) for c in batch[start : start + SSE_CHUNK]))
+                await asyncio.sleep(0)  # an import is one batch of 50,000: let guests in
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:
@@ -247,26 +248,66 @@ async def events(request: web.Request) -> web.StreamResponse:
     return response
 
 
+# Each path with its methods. A path is one resource that answers every method itself
+# (see `close_resources`), so `/api/v1/vms/import` never falls through to `{mac}`.
+ROUTES: tuple[tuple[str, Mapping[str, Handler]], ...] = (
+    ("/healthz", {"GET": healthz}),
+    ("/api/v1/openapi.json", {"GET": openapi}),
+    ("/api/v1/vms", {"GET": list_vms}),
+    ("/api/v1/vms/import", {"POST": import_vms}),
+    ("/api/v1/vms/{mac}", {"PUT": put_vm, "PATCH": patch_vm, "GET": get_vm, "DELETE": delete_vm}),
+    ("/api/v1/vms/{mac}/user-data", {"GET": get_vm_user_data}),
+    ("/api/v1/vms/{mac}/rearm", {"POST": rearm_vm}),
+    ("/api/v1/vms/{mac}/status", {"GET": vm_status}),
+    ("/api/v1/events", {"GET": events}),
+    ("/api/v1/dhcp/status", {"GET": dhcp_status}),
+    ("/api/v1/vms/{mac}/lease", {"POST": report_lease}),
+)
+
+
+def _other_methods(allowed: tuple[str, ...]) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if request.method == "OPTIONS":
+            return web.Response(status=204, headers={"Allow": ", ".join(allowed)})
+        raise MethodNotAllowed(
+            f"{request.method} is not allowed here (allowed: {', '.join(allowed)})",
+            allowed=allowed,
+        )
+
+    return handler
+
+
+def close_resources(app: web.Application) -> None:
+    """Give every resource a route for the methods it lacks: OPTIONS lists its methods
+    (204 with Allow), any other is a 405 with Allow. aiohttp would otherwise go on to the
+    next resource whose pattern matches: GET on `/api/v1/vms/import` reached `{mac}`."""
+    for resource in app.router.resources():
+        if not isinstance(resource, web.Resource):
+            continue  # static files and sub-apps: none here
+        methods = {route.method for route in resource}
+        allowed = tuple(method for method in _METHOD_ORDER if method in methods)
+        resource.add_route(hdrs.METH_ANY, _other_methods(allowed))
+
+
+_METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/api/v1/openapi.json", openapi)
-    app.router.add_get("/api/v1/vms", list_vms)
-    app.router.add_post("/api/v1/vms/import", import_vms)
-    app.router.add_put("/api/v1/vms/{mac}", put_vm)
-    app.router.add_patch("/api/v1/vms/{mac}", patch_vm)
-    app.router.add_get("/api/v1/vms/{mac}", get_vm)
-    app.router.add_delete("/api/v1/vms/{mac}", delete_vm)
-    app.router.add_get("/api/v1/vms/{mac}/user-data", get_vm_user_data)
-    app.router.add_post("/api/v1/vms/{mac}/rearm", rearm_vm)
-    app.router.add_get("/api/v1/vms/{mac}/status", vm_status)
-    app.router.add_get("/api/v1/events", events)
-    app.router.add_get("/api/v1/dhcp/status", dhcp_status)
-    app.router.add_post("/api/v1/vms/{mac}/lease", report_lease)
+    for path, methods in ROUTES:
+        resource = app.router.add_resource(path)
+        for method, handler in methods.items():
+            resource.add_route(method, handler)
+            if method == "GET":
+                resource.add_route("HEAD", handler)
     add_iso_routes(app)
+    add_guard_routes(app)
+    add_metrics_routes(app)
+    close_resources(app)
 
 
-def make_admin_app(token: str) -> web.Application:
+def make_admin_app(token: str, *, public_metrics: bool = False) -> web.Application:
     # Bodies are read through read_body with per-route limits; this is only the ceiling.
-    app = web.Application(middlewares=[json_errors, bearer_auth(token, PUBLIC_PATHS)])
+    public = PUBLIC_PATHS | {METRICS_PATH} if public_metrics else PUBLIC_PATHS
+    app = web.Application(middlewares=[json_errors, bearer_auth(token, public)])
     add_routes(app)
     return app

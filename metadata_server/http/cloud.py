@@ -1,8 +1,9 @@
 """The cloud-compatible guest routes: the EC2 tree (with IMDSv2 tokens), OpenStack and
 NoCloud, each answering the caller's own data only, from the in-memory documents.
 
-Paths are matched exactly against the caller's own tree, so `..`, encoded slashes or
-another guest's MAC under `network/interfaces/macs/` simply find nothing (404).
+Paths arrive canonical (http/paths.py: no empty segments, no trailing slash, no encoded
+slash) and are matched exactly against the caller's own tree, so `..`, `.` or another
+guest's MAC under `network/interfaces/macs/` simply find nothing (404).
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from metadata_server.cloud.nocloud import nocloud_files
 from metadata_server.cloud.openstack import OPENSTACK_VERSIONS, openstack_files
 from metadata_server.cloud.openstack import VERSIONS_LISTING as OPENSTACK_LISTING
 from metadata_server.cloud.tree import FileTree
-from metadata_server.documents import GuestDocument
 from metadata_server.errors import Forbidden, InvalidInput, NotFound
 from metadata_server.http.guest import guest_action, guest_route
 from metadata_server.http.keys import ACCESS, CLOUD_OPTIONS, SETTINGS
+from metadata_server.http.paths import GUEST_ROUTES
 from metadata_server.identity import Caller
 from metadata_server.tokens import parse_ttl
 
@@ -36,25 +37,26 @@ def _text(body: bytes) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": TEXT, "Cache-Control": "no-store"})
 
 
-def _derived(request: web.Request, document: GuestDocument, name: str) -> object:
-    """A cloud view of this document, rendered on first use and kept with it."""
-    cached = document.derived.get(name)
-    if cached is None:
+def _ec2(request: web.Request, caller: Caller) -> FileTree:
+    later = caller.document.later
+    if later.ec2 is None:
+        later.ec2 = ec2_tree(caller.document.view, request.app[CLOUD_OPTIONS])
+    return later.ec2
+
+
+def _openstack(request: web.Request, caller: Caller) -> FileTree:
+    later = caller.document.later
+    if later.openstack is None:
         options = request.app[CLOUD_OPTIONS]
-        if name == "ec2":
-            cached = ec2_tree(document.view, options)
-        elif name == "openstack":
-            cached = FileTree(openstack_files(document.view, options))
-        else:
-            cached = FileTree(nocloud_files(document.view))
-        document.derived[name] = cached
-    return cached
+        later.openstack = FileTree(openstack_files(caller.document.view, options))
+    return later.openstack
 
 
-def _tree(request: web.Request, caller: Caller, name: str) -> FileTree:
-    tree = _derived(request, caller.document, name)
-    assert isinstance(tree, FileTree)
-    return tree
+def _nocloud(caller: Caller) -> FileTree:
+    later = caller.document.later
+    if later.nocloud is None:
+        later.nocloud = FileTree(nocloud_files(caller.document.view))
+    return later.nocloud
 
 
 # --- EC2 -------------------------------------------------------------------------------
@@ -69,7 +71,7 @@ def ec2_path(request: web.Request, caller: Caller) -> web.StreamResponse:
     if version not in _VERSIONS:
         raise NotFound("Not Found")
     path = request.match_info.get("path", "")
-    tree = _tree(request, caller, "ec2")
+    tree = _ec2(request, caller)
     if path == "user-data" and caller.document.view.user_data is None:
         raise NotFound("Not Found")
     body = tree.lookup(path)
@@ -111,33 +113,34 @@ def openstack_versions(request: web.Request, caller: Caller) -> web.StreamRespon
 def openstack_path(request: web.Request, caller: Caller) -> web.StreamResponse:
     if request.match_info["version"] not in _OPENSTACK_VERSIONS:
         raise NotFound("Not Found")
-    body = _tree(request, caller, "openstack").lookup(request.match_info.get("path", ""))
+    body = _openstack(request, caller).lookup(request.match_info.get("path", ""))
     if body is None:
         raise NotFound("Not Found")
     return _text(body)
 
 
 def nocloud_path(request: web.Request, caller: Caller) -> web.StreamResponse:
-    body = _tree(request, caller, "nocloud").lookup(request.match_info.get("path", ""))
+    body = _nocloud(caller).lookup(request.match_info.get("path", ""))
     if body is None:
         raise NotFound("Not Found")
     return _text(body)
 
 
 def add_routes(app: web.Application) -> None:
-    """Register after the native /v1 routes: `/{version}` would otherwise match them."""
-    app.router.add_get("/", guest_route(ec2_versions, marks_fetch=True, text=True))
-    app.router.add_get("/openstack", guest_route(openstack_versions, text=True))
-    app.router.add_get("/openstack/", guest_route(openstack_versions, text=True))
-    app.router.add_get("/openstack/{version}", guest_route(openstack_path, text=True))
-    app.router.add_get(
+    """Register after the native /v1 routes: `/{version}` would otherwise match them.
+    Paths arrive canonical (http/paths.py): `/openstack/` is `/openstack`, and so on."""
+    routes = app[GUEST_ROUTES]
+    routes.add_get("/", guest_route(ec2_versions, marks_fetch=True, text=True))
+    routes.add_get("/openstack", guest_route(openstack_versions, text=True))
+    routes.add_get("/openstack/{version}", guest_route(openstack_path, marks_fetch=True, text=True))
+    routes.add_get(
         "/openstack/{version}/{path:.*}", guest_route(openstack_path, marks_fetch=True, text=True)
     )
-    app.router.add_get("/nocloud", guest_route(nocloud_path, text=True))
-    app.router.add_get("/nocloud/{path:.*}", guest_route(nocloud_path, marks_fetch=True, text=True))
-    app.router.add_put("/latest/api/token", guest_action(ec2_token, text=True, needs_token=False))
-    app.router.add_put(
+    routes.add_get("/nocloud", guest_route(nocloud_path, marks_fetch=True, text=True))
+    routes.add_get("/nocloud/{path:.*}", guest_route(nocloud_path, marks_fetch=True, text=True))
+    routes.add_put("/latest/api/token", guest_action(ec2_token, text=True, needs_token=False))
+    routes.add_put(
         "/{version}/api/token", guest_action(ec2_token_elsewhere, text=True, needs_token=False)
     )
-    app.router.add_get("/{version}", guest_route(ec2_path, text=True))
-    app.router.add_get("/{version}/{path:.*}", guest_route(ec2_path, marks_fetch=True, text=True))
+    routes.add_get("/{version}", guest_route(ec2_path, marks_fetch=True, text=True))
+    routes.add_get("/{version}/{path:.*}", guest_route(ec2_path, marks_fetch=True, text=True))

@@ -4,21 +4,24 @@ Every request is answered from the in-memory snapshot; the only database writes 
 once-per-boot `fetched` mark and the guest's status report. The caller is identified by
 `IdentityResolver`; nothing here ever looks a guest up by anything the request says.
 
-Guest routes are wrapped by `guest_route` instead of an app middleware: it resolves the
-caller and maps errors in one coroutine layer, which keeps the hot path close to a bare
-aiohttp handler.
+Each route is a view of the caller's document wrapped by `guest_route` (or
+`guest_action` when the view must await): the wrapper asks `GuestAccess` who the caller
+is, marks a first read `fetched`, and turns a MetadataError into its response.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qsl
 
 from aiohttp import hdrs, web
 
+from metadata_server.digits import ascii_decimal
 from metadata_server.documents import GuestDocument
 from metadata_server.errors import (
     Conflict,
@@ -30,16 +33,18 @@ from metadata_server.errors import (
     Unauthorized,
 )
 from metadata_server.http.connections import proof_of
-from metadata_server.http.keys import ACCESS, REGISTRY, SNAPSHOT
+from metadata_server.http.keys import ACCESS, REGISTRY, SIGNER, SNAPSHOT
 from metadata_server.http.middleware import decode_text, error_response, parse_json, read_body
+from metadata_server.http.paths import GUEST_ROUTES, install
 from metadata_server.identity import Caller, IdentityResolver
+from metadata_server.metrics import Metrics
 from metadata_server.model import GUEST_REPORTABLE_STATES, State, parse_message
 from metadata_server.ratelimit import TokenBuckets
 from metadata_server.tokens import issue_token, token_is_valid
 
 log = logging.getLogger(__name__)
 MAX_STATUS_BODY = 4096
-TOKEN_HEADER = "X-aws-ec2-metadata-token"
+TOKEN_HEADER = "X-aws-ec2-metadata-token"  # noqa: S105 (a header name)
 STATUS_FIELDS = frozenset({"state", "message", "instance_id"})
 
 
@@ -108,12 +113,22 @@ class GuestAccess:
         return caller
 
 
+# What a guest gets for a fault of the server's own (the log has the cause): the same
+# shape as every other error, never aiohttp's plain-text 500.
+INTERNAL_ERROR = MetadataError("internal error; see the server log")
+
+
+def _unexpected(request: web.Request) -> MetadataError:
+    log.exception("unexpected error on %s %s", request.method, request.path)
+    return INTERNAL_ERROR
+
+
 def text_error_response(error: MetadataError) -> web.Response:
     """EC2-style errors: the status and a line of text, nothing else."""
     response = web.Response(
         status=error.http_status, text=error.detail + "\n", content_type="text/plain"
     )
-    if isinstance(error, TooManyRequests):
+    if error.retry_after is not None:
         response.headers["Retry-After"] = str(max(1, round(error.retry_after)))
     return response
 
@@ -142,6 +157,8 @@ def guest_route(
             return view(request, caller)
         except MetadataError as exc:
             return to_response(exc)
+        except Exception:
+            return to_response(_unexpected(request))
 
     return handler
 
@@ -158,6 +175,8 @@ def guest_action(view: AsyncView, *, text: bool = False, needs_token: bool = Tru
             return await view(request, caller)
         except MetadataError as exc:
             return to_response(exc)
+        except Exception:
+            return to_response(_unexpected(request))
 
     return handler
 
@@ -168,14 +187,7 @@ def _not_modified(request: web.Request, document: GuestDocument) -> bool:
 
 
 def _headers(document: GuestDocument, content_type: str) -> dict[str, str]:
-    """The response headers of a document view, made once per document and kept with it.
-    One dict with the content type in it is the cheapest way aiohttp builds a response
-    (it copies the dict, so the kept one is never changed)."""
-    headers: dict[str, str] | None = document.derived.get(content_type)
-    if headers is None:
-        headers = {"Content-Type": content_type, "ETag": document.etag, "Cache-Control": "no-store"}
-        document.derived[content_type] = headers
-    return headers
+    return {"Content-Type": content_type, "ETag": document.etag, "Cache-Control": "no-store"}
 
 
 def config_json(request: web.Request, caller: Caller) -> web.StreamResponse:
@@ -201,11 +213,8 @@ async def config_json_waiting(request: web.Request, caller: Caller) -> web.Strea
     if unfetched(document.state):
         await request.app[REGISTRY].mark_fetched(document.view.mac)
     if query.get("wait_for_change", "false").lower() == "true":
-        try:
-            timeout = float(query.get("timeout_sec", "60"))
-        except ValueError:
-            timeout = -1.0
-        if not 0 <= timeout <= MAX_CHANGE_WAIT:
+        timeout = ascii_decimal(query.get("timeout_sec", "60"))
+        if timeout is None or not 0 <= timeout <= MAX_CHANGE_WAIT:
             raise InvalidInput(
                 f"timeout_sec must be a number from 0 to {MAX_CHANGE_WAIT:g}", field="timeout_sec"
             )
@@ -224,6 +233,18 @@ def config_text(request: web.Request, caller: Caller) -> web.StreamResponse:
     document = caller.document
     return web.Response(
         body=document.text_body, headers=_headers(document, "text/plain; charset=utf-8")
+    )
+
+
+def config_text_signature(request: web.Request, caller: Caller) -> web.StreamResponse:
+    """The Ed25519 signature of this guest's exact /v1/config.txt bytes (64 bytes)."""
+    document = caller.document
+    signature = document.later.signature
+    if signature is None:
+        signature = document.later.signature = request.app[SIGNER].sign(document.text_body)
+    return web.Response(
+        body=signature,
+        headers={"Content-Type": "application/octet-stream", "Cache-Control": "no-store"},
     )
 
 
@@ -280,15 +301,38 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
+    routes = app[GUEST_ROUTES]
     waiting = guest_action(config_json_waiting)
-    app.router.add_get("/v1/config", guest_route(config_json, marks_fetch=True, with_query=waiting))
-    app.router.add_get("/v1/config.txt", guest_route(config_text, marks_fetch=True))
-    app.router.add_get("/v1/user-data", guest_route(user_data))
-    app.router.add_post("/v1/status", guest_action(post_status))
-    app.router.add_get("/healthz", healthz)
+    routes.add_get("/v1/config", guest_route(config_json, marks_fetch=True, with_query=waiting))
+    routes.add_get("/v1/config.txt", guest_route(config_text, marks_fetch=True))
+    routes.add_get("/v1/config.txt.sig", guest_route(config_text_signature))
+    routes.add_get("/v1/user-data", guest_route(user_data))
+    routes.add_post("/v1/status", guest_action(post_status))
+    routes.add_get("/healthz", healthz)
 
 
-def make_guest_app() -> web.Application:
-    app = web.Application(client_max_size=64 * 1024)
+def timed(metrics: Metrics) -> Any:
+    """A middleware that times every guest request for /metrics (by route family; a
+    GCE-style long-poll is its own family, `wait`)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        response = await handler(request)
+        family = "wait" if "wait_for_change" in request.query_string else None
+        metrics.observe_request(
+            request.path, response.status, time.perf_counter() - started, family
+        )
+        return response
+
+    return middleware
+
+
+def make_guest_app(metrics: Metrics | None = None) -> web.Application:
+    """The guest app; its routes (these and the cloud ones) go in `app[GUEST_ROUTES]`,
+    which matches paths as IMDS does (see http/paths.py)."""
+    middlewares = [timed(metrics)] if metrics is not None else []
+    app = web.Application(client_max_size=64 * 1024, middlewares=middlewares)
+    install(app)
     add_routes(app)
     return app

@@ -25,10 +25,10 @@ from typing import Any
 from aiohttp import web
 
 from metadata_server.errors import InvalidInput, Unavailable
-from metadata_server.fallback.iso import LABELS
-from metadata_server.fallback.provision import Provisioner
 from metadata_server.http.keys import SETTINGS
 from metadata_server.http.middleware import decode_text, parse_json, read_body
+from metadata_server.iso.layout import LABELS
+from metadata_server.iso.provision import Provisioner
 from metadata_server.registry import status_json
 
 PROVISIONER = web.AppKey("provisioner", Provisioner)
@@ -146,8 +146,7 @@ OPENAPI_PATHS: dict[str, Any] = {
                                 "domid": {"type": "integer", "minimum": 1, "maximum": 32751},
                                 "timeout": {
                                     "type": "number",
-                                    "minimum": 0,
-                                    "exclusiveMinimum": True,
+                                    "exclusiveMinimum": 0,
                                     "maximum": 3600,
                                 },
                                 "layout": _LAYOUT,

@@ -12,6 +12,7 @@ from metadata_server.config import Settings
 from metadata_server.dhcp.service import DhcpService
 from metadata_server.identity import IdentityResolver
 from metadata_server.registry import Registry
+from metadata_server.signing import SigningKey
 from metadata_server.snapshot import GuestSnapshot
 
 if TYPE_CHECKING:  # guest.py imports these keys
@@ -23,6 +24,7 @@ IDENTITY = web.AppKey("identity", IdentityResolver)
 SETTINGS = web.AppKey("settings", Settings)
 TOKEN_SECRET = web.AppKey("token_secret", bytes)
 CLOUD_OPTIONS = web.AppKey("cloud_options", CloudOptions)
+SIGNER = web.AppKey("signer", SigningKey)
 DHCP = web.AppKey("dhcp", DhcpService)
 CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")
 ACCESS: web.AppKey[GuestAccess] = web.AppKey("access")

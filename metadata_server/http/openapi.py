@@ -9,7 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from metadata_server import __version__
+from metadata_server.http.guard import OPENAPI_PATHS as GUARD_PATHS
 from metadata_server.http.iso import OPENAPI_PATHS as ISO_PATHS
+from metadata_server.http.metrics import OPENAPI_PATHS as METRICS_PATHS
+from metadata_server.http.openapi_schemas import MAC, SCHEMAS
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -21,6 +24,9 @@ def _errors(*codes: int) -> dict[str, Any]:
         404: "No such guest",
         409: "A unique field is held by another guest; nothing changed",
         413: "Request body too large",
+        503: "The registry database cannot be used now (read-only, failing, locked); "
+        "nothing changed",
+        507: "The registry's disk is full; nothing changed",
     }
     return {
         str(code): {"description": text[code], "content": {"application/json": {"schema": _ERROR}}}
@@ -37,121 +43,26 @@ _MAC_PARAM = {
     "in": "path",
     "required": True,
     "description": "MAC address; `02-00-..` and upper case are accepted",
-    "schema": {"type": "string", "example": "02:00:c6:12:00:0a"},
+    "schema": MAC,
 }
 _VM = {"$ref": "#/components/schemas/VM"}
-_VM_INPUT = {"$ref": "#/components/schemas/VMInput"}
+_IPV4_ADDRESS = SCHEMAS["VMInput"]["properties"]["ipv4"]["properties"]["address"]
 
-_SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "required": ["error", "detail"],
-        "properties": {
-            "error": {"type": "string", "description": "short code, e.g. invalid, conflict"},
-            "field": {"type": "string", "nullable": True},
-            "detail": {"type": "string"},
-            "holder": {"type": "string", "description": "409: the MAC that holds the field"},
-            "rows": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "index": {"type": "integer"},
-                        "field": {"type": "string", "nullable": True},
-                        "reason": {"type": "string"},
-                    },
-                },
-            },
-        },
-    },
-    "IPv4": {
-        "type": "object",
-        "required": ["address", "prefix"],
-        "additionalProperties": False,
-        "properties": {
-            "address": {"type": "string", "format": "ipv4"},
-            "prefix": {"type": "integer", "minimum": 1, "maximum": 32},
-            "gateway": {"type": "string", "format": "ipv4", "nullable": True},
-        },
-    },
-    "VMInput": {
-        "type": "object",
-        "required": ["hostname", "ipv4"],
-        "additionalProperties": False,
-        "properties": {
-            "mac": {"type": "string", "description": "optional; must match the URL"},
-            "hostname": {"type": "string", "description": "one RFC 1123 label"},
-            "domain": {"type": "string", "nullable": True},
-            "ipv4": {"$ref": "#/components/schemas/IPv4"},
-            "dns": {"type": "array", "items": {"type": "string", "format": "ipv4"}},
-            "password": {
-                "type": "string",
-                "writeOnly": True,
-                "description": "plain; hashed at once (SHA-512 crypt), never stored or shown",
-            },
-            "password_hash": {
-                "type": "string",
-                "writeOnly": True,
-                "description": "a crypt string ($6$, $5$, $y$, $2b$, $1$) or ! / * (locked)",
-            },
-            "ssh_keys": {"type": "array", "items": {"type": "string"}},
-            "user_data": {"type": "string", "maxLength": 65536},
-            "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
-            "host": {"type": "string", "nullable": True, "description": "the Dom0 that runs it"},
-        },
-    },
-    "VM": {
-        "type": "object",
-        "properties": {
-            "mac": {"type": "string"},
-            "hostname": {"type": "string"},
-            "domain": {"type": "string", "nullable": True},
-            "ipv4": {"$ref": "#/components/schemas/IPv4"},
-            "dns": {"type": "array", "items": {"type": "string"}},
-            "ssh_keys": {"type": "array", "items": {"type": "string"}},
-            "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
-            "host": {"type": "string", "nullable": True},
-            "password_set": {"type": "boolean"},
-            "user_data_bytes": {"type": "integer"},
-            "instance_id": {"type": "string", "format": "uuid"},
-            "state": {"$ref": "#/components/schemas/State"},
-            "state_times": {"type": "object", "additionalProperties": {"type": "string"}},
-            "message": {"type": "string", "nullable": True},
-            "created_at": {"type": "string", "format": "date-time"},
-            "updated_at": {"type": "string", "format": "date-time"},
-            "generated_password": {
-                "type": "string",
-                "description": "only in the response that created the guest without a password",
-            },
-        },
-    },
-    "State": {
-        "type": "string",
-        "enum": ["registered", "leased", "fetched", "configured", "failed"],
-    },
-    "Status": {
-        "type": "object",
-        "properties": {
-            "mac": {"type": "string"},
-            "instance_id": {"type": "string"},
-            "state": {"$ref": "#/components/schemas/State"},
-            "state_times": {"type": "object", "additionalProperties": {"type": "string"}},
-            "message": {"type": "string", "nullable": True},
-        },
-    },
-}
+
+# 0 to 300 as the server reads a number from text: ASCII digits, an optional fraction.
+SECONDS_UP_TO_300 = r"^(?:300(?:\.0{1,18})?|(?:[12][0-9]{2}|[1-9]?[0-9])(?:\.[0-9]{1,18})?)$"
 
 
 def openapi_document() -> dict[str, Any]:
     return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {
             "title": "metadata-server admin API",
             "version": __version__,
             "description": "Register Xen guests by MAC and follow them to their first boot.",
         },
         "components": {
-            "schemas": _SCHEMAS,
+            "schemas": SCHEMAS,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "security": [{"bearer": []}],
@@ -192,7 +103,7 @@ def openapi_document() -> dict[str, Any]:
                             },
                             "Guests, ordered by MAC",
                         ),
-                        **_errors(400, 401),
+                        **_errors(400, 401, 503),
                     },
                 }
             },
@@ -202,8 +113,19 @@ def openapi_document() -> dict[str, Any]:
                     "requestBody": {
                         "required": True,
                         "content": {
-                            "application/json": {"schema": {"type": "array", "items": _VM_INPUT}},
-                            "application/x-ndjson": {"schema": {"type": "string"}},
+                            "application/json": {
+                                "schema": {
+                                    "type": "array",
+                                    "minItems": 1,
+                                    "items": {"$ref": "#/components/schemas/VMImportRow"},
+                                }
+                            },
+                            "application/x-ndjson": {
+                                "schema": {
+                                    "type": "string",
+                                    "description": "one VMImportRow object per line",
+                                }
+                            },
                         },
                     },
                     "responses": {
@@ -221,7 +143,7 @@ def openapi_document() -> dict[str, Any]:
                             },
                             "Imported",
                         ),
-                        **_errors(400, 401, 409, 413),
+                        **_errors(400, 401, 409, 413, 503, 507),
                     },
                 }
             },
@@ -233,29 +155,41 @@ def openapi_document() -> dict[str, Any]:
                     "generated password (returned once); a replaced guest keeps its hash.",
                     "requestBody": {
                         "required": True,
-                        "content": {"application/json": {"schema": _VM_INPUT}},
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/VMInput"}}
+                        },
                     },
                     "responses": {
                         "200": _json(_VM, "Replaced"),
                         "201": _json(_VM, "Created"),
-                        **_errors(400, 401, 409, 413),
+                        **_errors(400, 401, 409, 413, 503, 507),
                     },
                 },
                 "patch": {
                     "summary": "Change some fields (JSON merge patch; null removes a field)",
                     "requestBody": {
                         "required": True,
-                        "content": {"application/merge-patch+json": {"schema": _VM_INPUT}},
+                        "content": {
+                            "application/merge-patch+json": {
+                                "schema": {"$ref": "#/components/schemas/VMPatch"}
+                            }
+                        },
                     },
-                    "responses": {"200": _json(_VM, "Changed"), **_errors(400, 401, 404, 409, 413)},
+                    "responses": {
+                        "200": _json(_VM, "Changed"),
+                        **_errors(400, 401, 404, 409, 413, 503, 507),
+                    },
                 },
                 "get": {
                     "summary": "One guest",
-                    "responses": {"200": _json(_VM, "The guest"), **_errors(400, 401, 404)},
+                    "responses": {"200": _json(_VM, "The guest"), **_errors(400, 401, 404, 503)},
                 },
                 "delete": {
                     "summary": "Remove a guest",
-                    "responses": {"204": {"description": "Removed"}, **_errors(400, 401, 404)},
+                    "responses": {
+                        "204": {"description": "Removed"},
+                        **_errors(400, 401, 404, 503, 507),
+                    },
                 },
             },
             "/api/v1/vms/{mac}/user-data": {
@@ -267,7 +201,7 @@ def openapi_document() -> dict[str, Any]:
                             "description": "user-data",
                             "content": {"application/octet-stream": {"schema": {"type": "string"}}},
                         },
-                        **_errors(400, 401, 404),
+                        **_errors(400, 401, 404, 503),
                     },
                 },
             },
@@ -275,7 +209,10 @@ def openapi_document() -> dict[str, Any]:
                 "parameters": [_MAC_PARAM],
                 "post": {
                     "summary": "New instance id, state registered, secrets served again",
-                    "responses": {"200": _json(_VM, "Re-armed"), **_errors(400, 401, 404)},
+                    "responses": {
+                        "200": _json(_VM, "Re-armed"),
+                        **_errors(400, 401, 404, 503, 507),
+                    },
                 },
             },
             "/api/v1/vms/{mac}/status": {
@@ -286,8 +223,9 @@ def openapi_document() -> dict[str, Any]:
                         {
                             "name": "wait",
                             "in": "query",
-                            "description": "seconds to wait for the state to change (0-300)",
-                            "schema": {"type": "number", "minimum": 0, "maximum": 300},
+                            "description": "seconds to wait for the state to change, 0 to 300 "
+                            "in ASCII digits with an optional fraction",
+                            "schema": {"type": "string", "pattern": SECONDS_UP_TO_300},
                         },
                         {
                             "name": "state",
@@ -298,7 +236,7 @@ def openapi_document() -> dict[str, Any]:
                     ],
                     "responses": {
                         "200": _json({"$ref": "#/components/schemas/Status"}, "State"),
-                        **_errors(400, 401, 404),
+                        **_errors(400, 401, 404, 503),
                     },
                 },
             },
@@ -313,14 +251,15 @@ def openapi_document() -> dict[str, Any]:
                                 "schema": {
                                     "type": "object",
                                     "required": ["address"],
-                                    "properties": {"address": {"type": "string", "format": "ipv4"}},
+                                    "additionalProperties": False,
+                                    "properties": {"address": _IPV4_ADDRESS},
                                 }
                             }
                         },
                     },
                     "responses": {
                         "200": _json({"$ref": "#/components/schemas/Status"}, "State"),
-                        **_errors(400, 401, 404),
+                        **_errors(400, 401, 404, 503, 507),
                     },
                 },
             },
@@ -333,14 +272,14 @@ def openapi_document() -> dict[str, Any]:
                                 "type": "object",
                                 "properties": {
                                     "daemon": {"type": "string"},
-                                    "ok": {"type": "boolean", "nullable": True},
-                                    "error": {"type": "string", "nullable": True},
+                                    "ok": {"type": ["boolean", "null"]},
+                                    "error": {"type": ["string", "null"]},
                                     "guests": {"type": "integer"},
                                     "renders": {"type": "integer"},
                                     "writes": {"type": "integer"},
                                     "reloads": {"type": "integer"},
-                                    "last_attempt": {"type": "number", "nullable": True},
-                                    "last_success": {"type": "number", "nullable": True},
+                                    "last_attempt": {"type": ["number", "null"]},
+                                    "last_success": {"type": ["number", "null"]},
                                 },
                             },
                             "Status",
@@ -362,5 +301,7 @@ def openapi_document() -> dict[str, Any]:
                 }
             },
             **ISO_PATHS,
+            **GUARD_PATHS,
+            **METRICS_PATHS,
         },
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol
 
 from metadata_server.model import VM, State
@@ -17,11 +18,18 @@ from metadata_server.model import VM, State
 log = logging.getLogger(__name__)
 
 
+class ChangeEvent(StrEnum):
+    CREATED = "created"
+    UPDATED = "updated"  # the admin changed the record
+    STATE = "state"  # only its state moved (a report, a lease, a fetch, a re-arm)
+    DELETED = "deleted"
+
+
 @dataclass(frozen=True)
 class Change:
     """One committed change: `vm` is the new record, or None when `mac` was deleted."""
 
-    event: str  # created | updated | state | deleted
+    event: ChangeEvent
     mac: str
     vm: VM | None
 
@@ -60,7 +68,7 @@ class Store(Protocol):
     async def create(self, vm: VM) -> None:
         """Insert a new record; Conflict when any unique field is taken."""
 
-    async def replace(self, vm: VM, *, event: str = "updated") -> None:
+    async def replace(self, vm: VM, *, event: ChangeEvent = ChangeEvent.UPDATED) -> None:
         """Overwrite the record with `vm.mac`; NotFound when absent, Conflict on a clash."""
 
     async def delete(self, mac: str) -> bool: ...

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from metadata_server.digits import ascii_int
 from metadata_server.errors import ConfigError
 
 SCHEMES = ("postgres", "postgresql")
@@ -48,7 +49,8 @@ def _check_host(host: str, url: str) -> None:
         port = rest[1:]
     else:
         _, _, port = host.partition(":")
-    if port and not (port.isdigit() and 0 < int(port) < 65536):
+    number = ascii_int(port) if port else None
+    if port and not (number is not None and 0 < number < 65536):
         raise ConfigError(f"db: bad port {port!r} in {redact(url)}")
 
 

@@ -71,5 +71,5 @@ def set_version_statements(version: int) -> tuple[str, str]:
     """Statements (same SQL on every backend) that record `version` as the only row."""
     return (
         "DELETE FROM schema_version",
-        f"INSERT INTO schema_version (version) VALUES ({version:d})",
+        f"INSERT INTO schema_version (version) VALUES ({version:d})",  # noqa: S608 (an int formatted as such)
     )

@@ -1,15 +1,16 @@
 """Which PostgreSQL failures are outages, and how to say so in one line without secrets.
 
 An outage (the server is down, restarting, failing over, refusing connections, or a
-call timed out) becomes `Unavailable` (503) at run time and `ConfigError` at start; a
-message never carries the connection password. Classification only: no I/O.
+call timed out) becomes `Unavailable` (503; `InsufficientStorage`, 507, when its disk is
+full) at run time and `ConfigError` at start; a message never carries the connection
+password. Classification only: no I/O.
 """
 
 from __future__ import annotations
 
 import asyncpg
 
-from metadata_server.errors import Unavailable
+from metadata_server.errors import InsufficientStorage, Unavailable
 
 # Everything that means "the database cannot be reached or cannot take this now",
 # rather than "this request is wrong". A replica that refuses writes after a failover
@@ -50,6 +51,11 @@ def reason(exc: BaseException, *, hide: str | None = None) -> str:
 
 
 def unavailable(exc: BaseException, *, hide: str | None = None) -> Unavailable:
+    if isinstance(exc, asyncpg.exceptions.DiskFullError):
+        return InsufficientStorage(
+            f"the registry database's disk is full ({reason(exc, hide=hide)}); nothing was "
+            "changed: free some space and try again"
+        )
     return Unavailable(
         f"the registry database is unreachable ({reason(exc, hide=hide)}); try again shortly"
     )

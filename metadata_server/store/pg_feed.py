@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from metadata_server.store.base import Change
+from metadata_server.store.base import Change, ChangeEvent
 from metadata_server.store.health import StoreHealth
 from metadata_server.store.pg_errors import reason
 from metadata_server.store.pg_schema import CHANGE_CHANNEL
@@ -58,7 +58,8 @@ def notification(
 ) -> str:
     """The NOTIFY payload of one write transaction (well under PostgreSQL's 8000 bytes:
     an import sends its row count, not its MACs)."""
-    body: dict[str, object] = {"origin": origin, "seq": seq}
+    # `at`: when the writer committed, so a listener can tell how far behind it is.
+    body: dict[str, object] = {"origin": origin, "seq": seq, "at": round(time.time(), 3)}
     if deleted is not None:
         body["deleted"] = deleted
     elif count is not None:
@@ -96,11 +97,20 @@ class ChangeFeed:
         # keys are the MACs subscribers know, for spotting deletions after an outage.
         self._seen: dict[str, int] = {}
         self._last_seq = 0
+        self._lag = 0.0
         self._health = StoreHealth(backend="postgresql")
 
     @property
     def health(self) -> StoreHealth:
         return self._health
+
+    def lag(self) -> float:
+        """How far behind other servers' commits this one is: the delay of the last
+        notification heard, or, while disconnected, the time since the outage began."""
+        since = self._health.since
+        if not self._health.healthy and since is not None:
+            return max(0.0, time.time() - since)
+        return self._lag
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -174,6 +184,9 @@ class ChangeFeed:
             body = {}
         if body.get("origin") == self._origin:
             return  # published locally right after the commit
+        at = body.get("at")
+        if isinstance(at, int | float) and not isinstance(at, bool):
+            self._lag = max(0.0, time.time() - at)
         deleted = body.get("deleted")
         if isinstance(deleted, str):
             self._pending_deleted.add(deleted)
@@ -201,7 +214,7 @@ class ChangeFeed:
             except Exception as exc:  # any failure: report, back off, reconnect
                 self._failed(exc)
                 await self._drop_connection()
-                await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+                await asyncio.sleep(backoff * random.uniform(0.8, 1.2))  # noqa: S311 (back-off jitter)
                 backoff = min(backoff * 2, self._t.backoff_max)
 
     async def _serve_once(self) -> None:
@@ -254,10 +267,11 @@ class ChangeFeed:
                 if self._seen.get(mac) == seq:
                     continue  # this version was published already (a local write)
                 self._seen[mac] = seq
-                changes.append(Change(row["last_event"], mac, vm_from_record(row["record"])))
+                event = ChangeEvent(row["last_event"])
+                changes.append(Change(event, mac, vm_from_record(row["record"])))
             for mac in sorted(gone):
                 self._seen.pop(mac, None)
-                changes.append(Change("deleted", mac, None))
+                changes.append(Change(ChangeEvent.DELETED, mac, None))
             if changes:
                 self._publish(changes)
             return len(changes)

@@ -1,7 +1,7 @@
 """The whole DHCP path with real parts: the server (as a process, in a Dom0 namespace)
 runs dnsmasq on the bridge; guests in their own namespaces get their reserved address,
 hostname, option 121 route and metadata URL from busybox udhcpc, then read their own
-configuration at 169.254.169.254; the lease hook marks them leased; a registry change
+configuration at 169.254.169.254; dnsmasq's lease file marks them leased; a registry change
 shows at the next exchange; a broken template leaves files and dnsmasq untouched."""
 
 from __future__ import annotations
@@ -14,17 +14,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, guest_body, mac_of
 from tests.support.dhcp_client import get_lease, install_script, option_text
 from tests.support.dom0 import admin_call, dom0_config, wait_for_dhcp, wait_for_state
 from tests.support.netns import BridgeNetwork, bridge_network
-from tests.support.requirements import need_root, need_tools
+from tests.support.records import guest_body, mac_of
+from tests.support.requirements import need_root, need_tools, root_fixture
 from tests.support.server_process import server_process
+from tests.support.service import ADMIN_TOKEN
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "dhcp_templates"
 
 
 @pytest.fixture
+@root_fixture
 def net() -> Iterator[BridgeNetwork]:
     need_root()
     need_tools("ip", "dnsmasq", "busybox", "curl")
@@ -81,9 +83,13 @@ async def test_guests_get_their_reservation_and_reach_their_config(
         )
         assert "169.254.169.254" in out
 
-        # The lease hook (dnsmasq --dhcp-script) reported the lease: registered → leased,
-        # then the fetch above moved it on to fetched.
+        # dnsmasq's lease file told the server: registered → leased, then the fetch above
+        # moved it on to fetched. No process ran per lease: dnsmasq has no --dhcp-script,
+        # and nothing reported a lease to the admin API.
         await wait_for_state(server, mac_of(1), "leased")
+        dnsmasq_argv = Path(f"/proc/{dhcp['managed_pid']}/cmdline").read_bytes().split(b"\0")
+        assert not any(arg.startswith(b"--dhcp-script") for arg in dnsmasq_argv)
+        assert "/lease HTTP" not in server.log()
 
         # A registry change shows at the next DHCP exchange.
         _, before = await admin(server, "GET", "/api/v1/dhcp/status")

@@ -1,20 +1,23 @@
-"""Rendering DHCP files from records: every guest's reservation and options, bad input
-refused as a whole, and each daemon's own checker accepting the result."""
+"""Rendering DHCP files from records: every guest's reservation and options, a guest that
+cannot be reserved left out (named, with the reason) while every other guest is written,
+and each daemon's own checker accepting the result."""
 
 from __future__ import annotations
 
 import ipaddress
 import json
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import jinja2
 import pytest
 
-from metadata_server.dhcp.render import DAEMONS, DhcpPlan, RenderError, Subnet, render
+from metadata_server.dhcp.render import DAEMONS, DhcpPlan, render
+from metadata_server.dhcp.subnets import Subnet
 from metadata_server.dhcp.templates import template_environment
-from metadata_server.model import VM, State, parse_vm
-from tests.conftest import mac_of
+from metadata_server.model import VM, IPv4Config, State, parse_vm
+from tests.support.records import mac_of
 from tests.support.requirements import need_tools
 
 SUBNETS = (
@@ -48,7 +51,7 @@ GUESTS = [vm(1, "198.18.0.11"), vm(2, "198.18.0.12"), vm(3, "198.19.0.13")]
 
 
 def test_dnsmasq_files() -> None:
-    files = render("dnsmasq", GUESTS, PLAN, template_environment())
+    files = render("dnsmasq", GUESTS, PLAN, template_environment()).files
     assert files["dnsmasq-hosts"].splitlines() == [
         f"{mac_of(1)},198.18.0.11,guest1",
         f"{mac_of(2)},198.18.0.12,guest2",
@@ -69,9 +72,9 @@ def test_dnsmasq_files() -> None:
 
 
 def test_kea_file_is_json_with_reservations_per_subnet() -> None:
-    config = json.loads(render("kea", GUESTS, PLAN, template_environment())["kea-dhcp4.conf"])[
-        "Dhcp4"
-    ]
+    config = json.loads(
+        render("kea", GUESTS, PLAN, template_environment()).files["kea-dhcp4.conf"]
+    )["Dhcp4"]
     assert config["interfaces-config"]["interfaces"] == ["br0", "br1"]
     first, second = config["subnet4"]
     assert [r["ip-address"] for r in first["reservations"]] == ["198.18.0.11", "198.18.0.12"]
@@ -84,12 +87,18 @@ def test_kea_file_is_json_with_reservations_per_subnet() -> None:
 
 
 def test_dhcpd_file() -> None:
-    conf = render("dhcpd", GUESTS, PLAN, template_environment())["dhcpd.conf"]
+    conf = render("dhcpd", GUESTS, PLAN, template_environment()).files["dhcpd.conf"]
     assert (
         "option classless-static-routes 32, 169, 254, 169, 254, 198, 18, 0, 1, 0, 198, 18, 0, 1;"
         in conf
     )
     assert f"hardware ethernet {mac_of(3)};\n  fixed-address 198.19.0.13;" in conf
+
+
+def stored(n: int, address: str, **fields: object) -> VM:
+    """A record as the store may hold it from before a check: fields set without parse_vm."""
+    good = vm(n, address)
+    return replace(good, spec=replace(good.spec, **fields))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -98,27 +107,53 @@ def test_dhcpd_file() -> None:
         ([vm(1, "198.20.0.5")], "outside every configured subnet"),
         ([vm(1, "198.18.0.1")], "is the gateway of 198.18.0.0/24"),
         ([vm(1, "198.19.0.255", prefix=16)], "network or broadcast address"),
-        ([vm(1, "198.18.0.11"), vm(2, "198.18.0.11")], "address also reserved by"),
-        ([vm(1, "198.18.0.11"), vm(1, "198.18.0.12", "other")], "MAC appears twice"),
+        ([vm(2, "198.18.0.11"), vm(1, "198.18.0.11")], "also reserved by"),
+        ([vm(1, "198.18.0.11", "other"), vm(1, "198.18.0.12")], "MAC appears twice"),
+        ([stored(1, "198.18.0.11", hostname="web\n")], "host name is not one lower-case"),
+        ([stored(1, "198.18.0.11", hostname="Web")], "host name is not one lower-case"),
+        ([stored(1, "198.18.0.11", mac="02:00:C6:12:00:01")], "MAC is not six lower-case"),
+        ([stored(1, "198.18.0.11", mac="02:00:c6:12:00:01\n")], "MAC is not six lower-case"),
+        ([stored(1, "198.18.0.11", ipv4=IPv4Config("198.18.0.x", 24, None))], "not an IPv4 address"),
+        ([stored(1, "198.18.0.11", hostname='x"; option routers 6.6.6.6; #')], "host name"),
     ],
-    ids=["outside", "gateway", "broadcast", "duplicate-address", "duplicate-mac"],
-)
+    ids=[
+        "outside", "gateway", "broadcast", "duplicate-address", "duplicate-mac",
+        "stored-hostname-newline", "stored-hostname-upper", "stored-mac-upper",
+        "stored-mac-newline", "stored-address", "stored-hostname-directive",
+    ],
+)  # fmt: skip
 @pytest.mark.parametrize("daemon", DAEMONS)
-def test_bad_input_is_refused_whole(daemon: str, guests: list[VM], problem: str) -> None:
-    with pytest.raises(RenderError) as error:
-        render(daemon, [*guests, vm(9, "198.18.0.99")], PLAN, template_environment())
-    assert problem in error.value.detail
+def test_a_bad_guest_is_left_out_and_the_rest_written(
+    daemon: str, guests: list[VM], problem: str
+) -> None:
+    """Two good guests around the bad one: both are in the files, the bad one is named."""
+    good = [vm(8, "198.18.0.98"), vm(9, "198.18.0.99")]
+    rendered = render(daemon, [good[0], *guests, good[1]], PLAN, template_environment())
+    assert rendered.hosts == len(good) + len(guests) - 1
+    (left,) = rendered.left_out
+    bad = guests[-1]
+    assert (left.mac, left.address) == (bad.mac, bad.spec.ipv4.address)
+    assert problem in left.reason
+    text = "".join(rendered.files.values())
+    for guest in good:
+        assert guest.mac in text and guest.spec.ipv4.address in text
+    assert "6.6.6.6" not in text
+    if daemon == "kea":
+        json.loads(rendered.files["kea-dhcp4.conf"])  # still JSON: one guest cannot break it
 
 
-def test_every_problem_is_listed() -> None:
-    with pytest.raises(RenderError) as error:
-        render(
-            "dnsmasq",
-            [vm(1, "198.20.0.5"), vm(2, "198.18.0.1"), vm(3, "198.18.0.11")],
-            PLAN,
-            template_environment(),
-        )
-    assert len(error.value.problems) == 2
+def test_every_bad_guest_is_listed() -> None:
+    rendered = render(
+        "dnsmasq",
+        [vm(1, "198.20.0.5"), vm(2, "198.18.0.1"), vm(3, "198.18.0.11")],
+        PLAN,
+        template_environment(),
+    )
+    assert [(g.mac, g.address) for g in rendered.left_out] == [
+        (mac_of(1), "198.20.0.5"),
+        (mac_of(2), "198.18.0.1"),
+    ]
+    assert rendered.files["dnsmasq-hosts"] == f"{mac_of(3)},198.18.0.11,guest3\n"
 
 
 def test_a_template_naming_an_unknown_variable_fails_loudly(tmp_path: Path) -> None:
@@ -130,7 +165,7 @@ def test_a_template_naming_an_unknown_variable_fails_loudly(tmp_path: Path) -> N
 
 def test_the_daemons_own_checkers_accept_the_files(tmp_path: Path) -> None:
     tools = need_tools("dnsmasq", "kea-dhcp4", "dhcpd")
-    files = render("dnsmasq", GUESTS, PLAN, template_environment())
+    files = render("dnsmasq", GUESTS, PLAN, template_environment()).files
     check = files["dnsmasq.conf"] + "".join(
         f"dhcp-host={line}\n" for line in files["dnsmasq-hosts"].splitlines()
     )
@@ -140,7 +175,7 @@ def test_the_daemons_own_checkers_accept_the_files(tmp_path: Path) -> None:
         check=True,
         capture_output=True,
     )
-    kea = json.loads(render("kea", GUESTS, PLAN, template_environment())["kea-dhcp4.conf"])
+    kea = json.loads(render("kea", GUESTS, PLAN, template_environment()).files["kea-dhcp4.conf"])
     kea["Dhcp4"]["interfaces-config"]["interfaces"] = ["*"]
     for subnet in kea["Dhcp4"]["subnet4"]:
         subnet.pop("interface")
@@ -149,7 +184,7 @@ def test_the_daemons_own_checkers_accept_the_files(tmp_path: Path) -> None:
         [tools["kea-dhcp4"], "-t", str(tmp_path / "kea.conf")], check=True, capture_output=True
     )
     (tmp_path / "dhcpd.conf").write_text(
-        render("dhcpd", GUESTS, PLAN, template_environment())["dhcpd.conf"]
+        render("dhcpd", GUESTS, PLAN, template_environment()).files["dhcpd.conf"]
     )
     subprocess.run(
         [tools["dhcpd"], "-t", "-q", "-cf", str(tmp_path / "dhcpd.conf")],

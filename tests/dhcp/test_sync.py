@@ -15,10 +15,11 @@ import pytest
 from metadata_server.app import MetadataService
 from metadata_server.cli.lease_hook import lease_reports
 from metadata_server.dhcp.sync import DhcpStatus
-from metadata_server.errors import ConfigError
+from metadata_server.errors import ConfigError, InvalidInput
 from metadata_server.model import State
-from tests.conftest import guest_body, mac_of, make_settings
+from tests.support.records import guest_body, mac_of
 from tests.support.requirements import need_tools
+from tests.support.service import make_settings
 
 SUBNETS = [{"cidr": "198.18.0.0/16", "gateway": "198.18.0.1", "dns": ["198.18.0.1"]}]
 
@@ -86,21 +87,60 @@ async def test_state_reports_do_not_render(service: MetadataService) -> None:
     assert status is not None and status.renders == first.renders
 
 
-async def test_a_refused_render_keeps_the_last_good_files(service: MetadataService) -> None:
+async def test_a_guest_outside_every_subnet_is_refused_when_registered(
+    service: MetadataService,
+) -> None:
+    """Refused at the door (400 naming ipv4.address), so it never reaches a render."""
     assert service.registry is not None and service.dhcp is not None
     await service.registry.put(mac_of(1), guest_body(1))
     good = await settled(service, 1)
-    directory = service.settings.dhcp.directory
-    before = (directory / "dnsmasq-hosts").read_text()
-    # A guest outside every subnet: the registry takes it, DHCP refuses the whole render.
-    await service.registry.put(mac_of(2), guest_body(2, ipv4={"address": "10.9.9.9", "prefix": 8}))
-    bad = await settled(service, good.syncs)
-    assert bad.ok is False and "outside every configured subnet" in str(bad.error)
-    assert (directory / "dnsmasq-hosts").read_text() == before
-    assert bad.writes == good.writes and bad.reloads == good.reloads
-    await service.registry.delete(mac_of(2))
-    fixed = await settled(service, bad.syncs)
-    assert fixed.ok is True and fixed.error is None
+    with pytest.raises(InvalidInput) as error:
+        await service.registry.put(
+            mac_of(2), guest_body(2, ipv4={"address": "10.9.9.9", "prefix": 8})
+        )
+    assert error.value.field == "ipv4.address"
+    assert "outside every configured DHCP subnet (198.18.0.0/16)" in error.value.detail
+    assert await service.store.get(mac_of(2)) is None
+    await asyncio.sleep(0.3)
+    status = service.dhcp.status()
+    assert status is not None and status.ok is True and status.syncs == good.syncs
+
+
+async def test_a_refused_render_keeps_the_last_good_files(tmp_path: Path) -> None:
+    """The daemon's checker refuses a configuration: nothing is written or reloaded, the
+    last good files stay, and the checker's reason is in the status."""
+    need_tools("dnsmasq")
+    import dhcp_templates
+
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    packaged = Path(dhcp_templates.__file__).parent
+    (templates / "dnsmasq-hosts.j2").write_text((packaged / "dnsmasq-hosts.j2").read_text())
+    # A template edit that dnsmasq refuses once there are two guests.
+    (templates / "dnsmasq.conf.j2").write_text(
+        (packaged / "dnsmasq.conf.j2").read_text()
+        + "{% if hosts | length > 1 %}no-such-dnsmasq-option\n{% endif %}"
+    )
+    settings = make_settings(tmp_path, **dhcp_flags(tmp_path, **{"dhcp.templates": str(templates)}))
+    svc = MetadataService(settings)
+    await svc.start()
+    try:
+        assert svc.registry is not None and svc.dhcp is not None
+        await svc.registry.put(mac_of(1), guest_body(1))
+        good = await settled(svc, 1)
+        assert good.ok is True
+        directory = settings.dhcp.directory
+        before = (directory / "dnsmasq-hosts").read_text()
+        await svc.registry.put(mac_of(2), guest_body(2))
+        bad = await settled(svc, good.syncs)
+        assert bad.ok is False and "dnsmasq refused it: dnsmasq: bad option" in str(bad.error)
+        assert (directory / "dnsmasq-hosts").read_text() == before
+        assert bad.writes == good.writes and bad.reloads == good.reloads
+        await svc.registry.delete(mac_of(2))
+        fixed = await settled(svc, bad.syncs)
+        assert fixed.ok is True and fixed.error is None
+    finally:
+        await svc.stop()
 
 
 async def test_unwritable_directory_and_missing_binary(
@@ -112,7 +152,7 @@ async def test_unwritable_directory_and_missing_binary(
     svc = MetadataService(
         make_settings(tmp_path, **dhcp_flags(tmp_path, **{"dhcp.directory": str(blocker / "dhcp")}))
     )
-    with pytest.raises(ConfigError, match="dhcp.directory: cannot create"):
+    with pytest.raises(ConfigError, match=r"dhcp.directory: cannot create"):
         await svc.start()  # the directory cannot even be made: the server refuses to start
 
     svc = MetadataService(make_settings(tmp_path / "b", **dhcp_flags(tmp_path / "b")))

@@ -15,7 +15,6 @@ from metadata_server.dns.service import DnsService
 from metadata_server.errors import ConfigError
 from metadata_server.registry import Registry
 from metadata_server.store import Store
-from tests.conftest import guest_body, mac_of
 from tests.dns.conftest import StartResponder, StartUpstream
 from tests.dns.support import (
     UPSTREAM_ADDRESS,
@@ -26,6 +25,7 @@ from tests.dns.support import (
     tcp_exchange,
     udp_exchange,
 )
+from tests.support.records import guest_body, mac_of
 
 Exchange = Callable[[tuple[str, int], bytes], Awaitable[bytes]]
 EXCHANGES: dict[str, Exchange] = {"udp": udp_exchange, "tcp": tcp_exchange}

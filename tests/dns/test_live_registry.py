@@ -10,8 +10,9 @@ import pytest
 
 from metadata_server.app import MetadataService
 from metadata_server.dns.service import DnsService
-from tests.conftest import ADMIN_TOKEN, Api, guest_body, mac_of, make_settings
 from tests.dns.support import ZONE, parse, query, tcp_exchange, udp_exchange
+from tests.support.records import guest_body, mac_of
+from tests.support.service import ADMIN_TOKEN, Api, make_settings
 
 
 @pytest.fixture

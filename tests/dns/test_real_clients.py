@@ -16,10 +16,10 @@ import pytest
 from metadata_server.dns.service import DnsService
 from metadata_server.registry import Registry
 from metadata_server.store import Store
-from tests.conftest import guest_body, mac_of
 from tests.dns.support import UPSTREAM_ADDRESS, ZONE, StubUpstream, dns_settings
 from tests.support.netns import Guest, bridge_network, in_netns
-from tests.support.requirements import need_root, need_tools
+from tests.support.records import guest_body, mac_of
+from tests.support.requirements import need_root, need_tools, root_fixture
 
 pytestmark = pytest.mark.root
 
@@ -37,6 +37,7 @@ class Lab:
 
 
 @pytest.fixture
+@root_fixture
 async def lab(store: Store, registry: Registry) -> AsyncIterator[Lab]:
     need_root()
     need_tools("ip", "dig", "busybox")

@@ -38,7 +38,7 @@ BAD_ENDPOINTS = {
 
 @pytest.mark.parametrize("text", BAD_ENDPOINTS.values(), ids=BAD_ENDPOINTS.keys())
 def test_parse_endpoint_refuses(text: str) -> None:
-    with pytest.raises(ConfigError, match="dns.upstreams"):
+    with pytest.raises(ConfigError, match=r"dns.upstreams"):
         parse_endpoint(text, "dns.upstreams")
 
 

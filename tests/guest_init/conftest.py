@@ -17,17 +17,19 @@ import socket
 import struct
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from metadata_server.app import MetadataService
 from metadata_server.model import State
-from tests.conftest import SAMPLE_HASH, SAMPLE_KEY, guest_body, mac_of
-from tests.support.requirements import need_root, need_tools
+from tests.guest_init.stub import Stub
+from tests.support.records import SAMPLE_HASH, SAMPLE_KEY, guest_body, mac_of
+from tests.support.requirements import need_root, need_tools, root_fixture
 from tests.support.rootfs import Rootfs, build_rootfs
 
 GUEST_INIT = Path(__file__).resolve().parents[2] / "guest_init"
@@ -90,9 +92,12 @@ class Guest:
         block_devices: Sequence[str] = (),
         env: dict[str, str] | None = None,
         timeout: float = 60,
+        wrap: Sequence[str] = (),
     ) -> Boot:
+        """Run metadata-init ARGS in the guest; `wrap` is an argv that runs it (it ends with
+        the command to run, as `exec "$@"` would take it)."""
         result = await self.rootfs.run_async(
-            ["/bin/sh", "-c", _BOOT, "boot", *args],
+            [*wrap, "/bin/sh", "-c", _BOOT, "boot", *args],
             block_devices=block_devices,
             hostname="template",
             env=env,
@@ -147,6 +152,7 @@ def install(rootfs: Rootfs) -> None:
 
 
 @pytest.fixture
+@root_fixture
 def make_guest(tmp_path: Path) -> Iterator[Callable[..., Guest]]:
     """make_guest(shell="busybox", binaries=SHELLS[shell]) → a fresh guest rootfs with
     metadata-init installed; `binaries` are host programs copied in besides busybox.
@@ -198,7 +204,7 @@ def closed_port() -> Iterator[int]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    yield port
+    return port
 
 
 @pytest.fixture
@@ -260,3 +266,27 @@ async def timed_first_boot(service: MetadataService, guest: Guest) -> tuple[floa
     if result.returncode != 0 or vm.state is not State.CONFIGURED:
         raise AssertionError(f"boot failed ({result.returncode}, {vm.state}): {result.stderr}")
     return done - start, done - spawned
+
+
+Serve = Callable[[Stub], Awaitable[Stub]]
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Serve]:
+    """serve(stub) → the stub (tests/guest_init/stub.py) listening on a loopback port, at
+    stub.url; stopped afterwards."""
+    runners: list[web.AppRunner] = []
+
+    async def start(stub: Stub) -> Stub:
+        app = web.Application()
+        app.add_routes(stub.routes())
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        runners.append(runner)
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        stub.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        return stub
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()

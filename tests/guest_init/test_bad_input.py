@@ -1,51 +1,29 @@
-"""Hostile and broken documents: the script refuses, changes nothing, reports why, runs nothing.
+"""Hostile and broken input: the script refuses, changes nothing, reports why, runs nothing.
 
-A stub stands in for a compromised or broken metadata server: it serves whatever the case
-says and records the status report. Every case plants shell syntax that would create a
-canary file if anything ever evaluated it.
+A stub (tests/guest_init/stub.py) stands in for a compromised or broken metadata server: it
+serves whatever the case says and records the status report. Every case plants shell syntax
+that would create a canary file if anything ever evaluated it. The same holds for a hostile
+guest environment: a symlink planted at the log's path, a kernel that refuses the hostname,
+and (with verify_key) a document without a valid signature.
 """
 
 from __future__ import annotations
 
-import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
-from aiohttp import web
 
-from tests.conftest import SAMPLE_HASH, SAMPLE_KEY
-from tests.guest_init.conftest import Guest
+from tests.guest_init.conftest import Guest, Serve
+from tests.guest_init.stub import GOOD, USER_DATA_URL, Stub, doc, replaced
+from tests.support.records import SAMPLE_HASH, SAMPLE_KEY
+from tests.support.requirements import need_tools
 
 CANARY = "/tmp/pwned"
+IID = GOOD[1].split()[1]
 PLANT = f"$(touch {CANARY})"
-GOOD = [
-    "format 1",
-    "instance_id 7d1b6c2e-0c4f-4a55-b1e0-3d7b9d2a6f10",
-    "hostname stubguest",
-    "fqdn stubguest.example.test",
-    "domain example.test",
-    "mac 02:00:c6:12:00:01",
-    "address 198.18.0.11",
-    "prefix 24",
-    "gateway 198.18.0.1",
-    "dns 198.18.0.1",
-    f"password_hash {SAMPLE_HASH}",
-    f"ssh_key {SAMPLE_KEY}",
-    "metadata.role web",
-    "status_url http://169.254.169.254/v1/status",
-    "end",
-]
-
-
-def doc(*changes: str, drop: tuple[str, ...] = (), tail: str = "\n") -> bytes:
-    """GOOD with the lines whose key is in `drop` removed and `changes` put before `end`."""
-    lines = [line for line in GOOD[:-1] if line.split(" ", 1)[0] not in drop]
-    return ("\n".join([*lines, *changes, "end"]) + tail).encode()
-
-
-def replaced(key: str, value: str) -> bytes:
-    return doc(f"{key} {value}", drop=(key,))
 
 
 @dataclass
@@ -90,61 +68,30 @@ CASES = {
     "prefix-out-of-range": Case(replaced("prefix", "33"), "prefix"),
     "instance-id-injection": Case(replaced("instance_id", f"id{PLANT}"), "instance_id"),
     "metadata-key-injection": Case(doc(f"metadata.{PLANT} x"), "metadata key"),
+    "metadata-key-empty": Case(doc("metadata. x"), "metadata key"),
+    "hostname-with-a-space": Case(replaced("hostname", "stub guest"), "hostname"),
+    "indented-second-hostname": Case(doc(" hostname other"), "appears twice"),
+    "instance-id-too-long": Case(replaced("instance_id", "a" * 129), "instance_id"),
+    "fqdn-label-too-long": Case(replaced("fqdn", "a" * 64 + ".test"), "fqdn"),
+    "domain-too-long": Case(replaced("domain", ".".join(["a" * 63] * 4)), "too long"),
+    "address-octet-256": Case(replaced("address", "198.18.0.256"), "address"),
+    "address-five-octets": Case(replaced("address", "198.18.0.1.1"), "address"),
+    "gateway-signed": Case(replaced("gateway", "+198.18.0.1"), "gateway"),
+    "prefix-zero": Case(replaced("prefix", "0"), "prefix"),
+    "hash-bang-inside": Case(replaced("password_hash", "$6$salt$ab!cd"), "password_hash"),
+    "hash-no-id": Case(replaced("password_hash", "$$salt$abcd"), "password_hash"),
+    "ssh-key-unknown-type": Case(replaced("ssh_key", "ssh-dss AAAAB3NzaC1kc3M= x"), "ssh_key"),
+    "ssh-key-no-blob": Case(replaced("ssh_key", "ssh-ed25519"), "ssh_key"),
     "user-data-too-large": Case(
-        doc("user_data_url http://169.254.169.254/v1/user-data"),
+        doc(USER_DATA_URL),
         "user-data is larger",
         user_data=b"#!/bin/sh\n" + b"#" * 70000,
     ),
 }
 
 
-@dataclass
-class Stub:
-    """Serves one case and records status reports, like a hostile metadata server would."""
-
-    case: Case
-    reports: list[dict[str, str]] = field(default_factory=list)
-    url: str = ""
-
-    async def config(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.case.body, headers={"Content-Type": self.case.content_type})
-
-    async def user_data(self, request: web.Request) -> web.Response:
-        if self.case.user_data is None:
-            raise web.HTTPNotFound()
-        return web.Response(body=self.case.user_data)
-
-    async def status(self, request: web.Request) -> web.Response:
-        body = (await request.read()).decode()
-        self.reports.append(dict(urllib.parse.parse_qsl(body, keep_blank_values=True)))
-        return web.Response(status=204)
-
-
-Serve = Callable[[Case], Awaitable[Stub]]
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Serve]:
-    runners: list[web.AppRunner] = []
-
-    async def start(case: Case) -> Stub:
-        stub = Stub(case)
-        app = web.Application()
-        app.router.add_get("/v1/config.txt", stub.config)
-        app.router.add_get("/v1/user-data", stub.user_data)
-        app.router.add_post("/v1/status", stub.status)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        runners.append(runner)
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        stub.url = f"http://127.0.0.1:{port}"
-        return stub
-
-    yield start
-    for runner in runners:
-        await runner.cleanup()
+def stub_for(case: Case) -> Stub:
+    return Stub(case.body, user_data=case.user_data, content_type=case.content_type)
 
 
 async def refuses(guest: Guest, stub: Stub, reason: str) -> None:
@@ -162,13 +109,14 @@ async def refuses(guest: Guest, stub: Stub, reason: str) -> None:
     assert report["state"] == "failed"
     assert reason in report["message"], report
     assert "\n" not in report["message"]
+    assert report.get("instance_id") in (None, IID)  # never a value that was refused
     assert SAMPLE_HASH not in log and "hunter2" not in log
 
 
 @pytest.mark.parametrize("name", list(CASES))
 async def test_refused(name: str, make_guest: Callable[..., Guest], serve: Serve) -> None:
     case = CASES[name]
-    stub = await serve(case)
+    stub = await serve(stub_for(case))
     await refuses(make_guest("busybox"), stub, case.reason)
 
 
@@ -180,7 +128,7 @@ async def test_refused_under_other_shells(
     name: str, shell: str, make_guest: Callable[..., Guest], serve: Serve
 ) -> None:
     case = CASES[name]
-    stub = await serve(case)
+    stub = await serve(stub_for(case))
     await refuses(make_guest(shell), stub, case.reason)
 
 
@@ -191,7 +139,7 @@ async def test_shell_syntax_in_free_text_is_applied_as_text(
     body = doc(
         f"metadata.note {PLANT} `touch {CANARY}`; touch {CANARY}", drop=("ssh_key",)
     ).replace(b"end\n", f"ssh_key {SAMPLE_KEY} {PLANT}\nend\n".encode())
-    stub = await serve(Case(body, reason=""))
+    stub = await serve(Stub(body))
     guest = make_guest("busybox")
     guest.configure(metadata_url=stub.url, timeout=2, retry_total=0)
     boot = await guest.boot()
@@ -206,12 +154,8 @@ async def test_shell_syntax_in_free_text_is_applied_as_text(
 async def test_user_data_is_not_run_unless_enabled(
     make_guest: Callable[..., Guest], serve: Serve
 ) -> None:
-    case = Case(
-        doc("user_data_url http://169.254.169.254/v1/user-data"),
-        reason="",
-        user_data=f"#!/bin/sh\ntouch {CANARY}\n".encode(),
-    )
-    stub = await serve(case)
+    user_data = f"#!/bin/sh\ntouch {CANARY}\n".encode()
+    stub = await serve(Stub(doc(USER_DATA_URL), user_data=user_data))
     guest = make_guest("busybox")
     guest.configure(metadata_url=stub.url, timeout=2, retry_total=0)  # run_user_data: default no
     boot = await guest.boot()
@@ -219,7 +163,7 @@ async def test_user_data_is_not_run_unless_enabled(
     assert stub.reports[0]["state"] == "configured"
     assert not guest.rootfs.file(CANARY).exists()
     saved = guest.rootfs.file("/var/lib/metadata-init/user-data")
-    assert saved.read_bytes() == case.user_data
+    assert saved.read_bytes() == user_data
     assert saved.stat().st_mode & 0o777 == 0o600
     assert "not run" in guest.log()
 
@@ -229,7 +173,7 @@ async def test_a_step_that_fails_is_reported_and_not_recorded(
 ) -> None:
     """No root entry in /etc/shadow: the rest is applied, the report says what failed, and
     no state is kept, so the next boot tries again."""
-    stub = await serve(Case(doc(), reason=""))
+    stub = await serve(Stub(doc()))
     guest = make_guest("busybox")
     guest.rootfs.write("/etc/shadow", "daemon:*:19000:0:99999:7:::\n", mode=0o640)
     guest.configure(metadata_url=stub.url, timeout=2, retry_total=0)
@@ -240,3 +184,163 @@ async def test_a_step_that_fails_is_reported_and_not_recorded(
     assert guest.rootfs.read("/etc/shadow") == "daemon:*:19000:0:99999:7:::\n"
     assert not guest.rootfs.file("/etc/shadow.mi-new").exists()
     assert guest.state() == {}
+
+
+# --- a hostile or broken guest -------------------------------------------------------------
+
+# Runs metadata-init where the kernel refuses a new hostname, as in a container: /proc/sys is
+# read-only and CAP_SYS_ADMIN is gone (util-linux setpriv; busybox's cannot drop it).
+NO_SYS_ADMIN = [
+    "/bin/sh",
+    "-c",
+    "mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && "
+    'exec /usr/bin/setpriv --bounding-set -sys_admin --inh-caps -sys_admin "$@"',
+    "no-sys-admin",
+]
+
+
+async def test_a_hostname_the_kernel_refuses_applies_nothing(
+    make_guest: Callable[..., Guest], serve: Serve
+) -> None:
+    """All or nothing, as for a refused value: no password, no key, no file, no state."""
+    stub = await serve(Stub(doc()))
+    guest = make_guest("busybox", ("setpriv",))
+    before = guest.files()
+    guest.configure(metadata_url=stub.url, timeout=2, retry_total=0)
+    boot = await guest.boot(wrap=NO_SYS_ADMIN)
+    assert boot.returncode == 1, (guest.log(), boot.stdout, boot.stderr)
+    assert boot.hostname == "template", (boot.stdout, boot.stderr)
+    assert guest.files() == before
+    assert not list(guest.rootfs.file("/etc").glob("*.mi-new"))
+    assert [report["state"] for report in stub.reports] == ["failed"]
+    assert "could not set the hostname" in stub.reports[0]["message"]
+
+
+@pytest.mark.parametrize("target", ["existing-file", "dangling"])
+async def test_a_symlink_planted_at_the_log_is_not_followed(
+    target: str, make_guest: Callable[..., Guest], serve: Serve
+) -> None:
+    """/var/log may be group-writable: the log must not write, create or chmod through a link."""
+    stub = await serve(Stub(doc()))
+    guest = make_guest("busybox")
+    precious = guest.rootfs.file("/etc/precious")
+    if target == "existing-file":
+        guest.rootfs.write("/etc/precious", "keep me\n", mode=0o644)
+    log = guest.rootfs.file("/var/log/metadata-init.log")
+    log.symlink_to("/etc/precious")
+    guest.configure(metadata_url=stub.url, timeout=2, retry_total=0)
+    boot = await guest.boot()
+    assert boot.returncode == 0, boot.stderr
+    if target == "existing-file":
+        assert precious.read_text() == "keep me\n"
+        assert precious.stat().st_mode & 0o777 == 0o644
+    else:
+        assert not precious.exists()
+    assert not log.is_symlink()
+    assert log.stat().st_mode & 0o777 == 0o600
+    assert "applied instance" in log.read_text()
+    assert [path.name for path in log.parent.iterdir()] == [log.name]  # no temporary file left
+
+
+# --- signed documents (verify_key) ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Keys:
+    """An Ed25519 key pair made by the real openssl, and the base64 line verify_key takes."""
+
+    private: Path
+    public_line: str
+
+
+def make_keys(directory: Path, openssl: str) -> Keys:
+    private = directory / "key.pem"
+    subprocess.run([openssl, "genpkey", "-algorithm", "ed25519", "-out", str(private)], check=True)
+    public = subprocess.run(
+        [openssl, "pkey", "-in", str(private), "-pubout"], check=True, capture_output=True
+    ).stdout.decode()
+    [line] = [line for line in public.splitlines() if not line.startswith("-----")]
+    return Keys(private, line)
+
+
+def sign(keys: Keys, document: bytes, directory: Path, openssl: str) -> bytes:
+    (directory / "document").write_bytes(document)
+    subprocess.run(
+        [
+            openssl,
+            "pkeyutl",
+            "-sign",
+            "-inkey",
+            str(keys.private),
+            "-rawin",
+            "-in",
+            str(directory / "document"),
+            "-out",
+            str(directory / "signature"),
+        ],
+        check=True,
+    )
+    return (directory / "signature").read_bytes()
+
+
+@dataclass(frozen=True)
+class Signed:
+    signature: str  # "good", "none", "other-key", "other-document", "cut"
+    verify_key: str = "the key"  # or "unset", or a literal value
+    openssl_in_guest: bool = True
+    reason: str | None = None  # None: configured
+
+
+SIGNED = {
+    "good": Signed("good"),
+    "unsigned": Signed("none", reason="the document is not signed"),
+    "signed-by-another-key": Signed("other-key", reason="signature does not match"),
+    "signature-of-another-document": Signed("other-document", reason="signature does not match"),
+    "cut-signature": Signed("cut", reason="signature does not match"),
+    "verify-key-garbage": Signed("good", verify_key="$(touch /tmp/pwned)", reason="does not match"),
+    "no-openssl": Signed("good", openssl_in_guest=False, reason="openssl is not installed"),
+    "unset-needs-no-signature": Signed("none", verify_key="unset"),
+}
+
+
+@pytest.mark.parametrize("name", list(SIGNED))
+async def test_verify_key(
+    name: str, tmp_path: Path, make_guest: Callable[..., Guest], serve: Serve
+) -> None:
+    openssl = need_tools("openssl")["openssl"]
+    case = SIGNED[name]
+    (tmp_path / "other").mkdir()
+    keys, other = make_keys(tmp_path, openssl), make_keys(tmp_path / "other", openssl)
+    served = doc()
+    signature = {
+        "good": lambda: sign(keys, served, tmp_path, openssl),
+        "none": lambda: None,
+        "other-key": lambda: sign(other, served, tmp_path, openssl),
+        "other-document": lambda: sign(keys, replaced("hostname", "other"), tmp_path, openssl),
+        "cut": lambda: sign(keys, served, tmp_path, openssl)[:-1],
+    }[case.signature]()
+    stub = await serve(Stub(served, signature=signature))
+    guest = make_guest("busybox", ("openssl",) if case.openssl_in_guest else ())
+    settings: dict[str, object] = {"metadata_url": stub.url, "timeout": 2, "retry_total": 0}
+    if case.verify_key != "unset":
+        settings["verify_key"] = (
+            keys.public_line if case.verify_key == "the key" else case.verify_key
+        )
+    if case.reason is None:
+        guest.configure(**settings)
+        boot = await guest.boot()
+        assert boot.returncode == 0, guest.log()
+        assert boot.hostname == "stubguest"
+        assert [report["state"] for report in stub.reports] == ["configured"]
+    else:
+        before = guest.files()
+        guest.configure(**settings)
+        boot = await guest.boot()
+        assert boot.returncode == 1, guest.log()
+        assert boot.hostname == "template"
+        assert guest.files() == before
+        assert [report["state"] for report in stub.reports] == ["failed"]
+        assert case.reason in stub.reports[0]["message"]
+        assert case.reason in guest.log()
+        assert not guest.rootfs.file(CANARY).exists()
+    assert len(stub.requests_to("/v1/config.txt.sig")) == (case.verify_key != "unset")

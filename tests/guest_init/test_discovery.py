@@ -99,3 +99,31 @@ def test_dhcp_hook(case: str, shell: str, tmp_path: Path) -> None:
     else:
         assert out.read_text() == expected + "\n"
     assert not Path("/tmp/pwned").exists()
+
+
+@pytest.mark.parametrize(
+    ("line", "logged"),
+    [
+        ("timeout=5s", "bad timeout or retry_total; using 5 and 60"),
+        ("timeout=0", "bad timeout or retry_total; using 5 and 60"),
+        ("retry_total=-1", "bad timeout or retry_total; using 5 and 60"),
+        ("metadata_url=http://x/$(touch /tmp/pwned)", "not a plain http(s) URL"),
+        ("metadata_url=file:///etc/shadow", "not a plain http(s) URL"),
+    ],
+    ids=["timeout-unit", "timeout-zero", "retry-negative", "url-shell", "url-scheme"],
+)
+async def test_a_bad_setting_is_named_and_replaced_by_its_default(
+    line: str, logged: str, service: MetadataService, make_guest: Callable[..., Guest]
+) -> None:
+    """The config file is read, never sourced: a bad value is logged and the default used."""
+    assert service.registry is not None
+    await service.registry.put(MAC, loopback_guest())
+    guest = make_guest("busybox")
+    url = "" if line.startswith("metadata_url=") else f"metadata_url={guest_url(service)}\n"
+    guest.rootfs.write("/etc/metadata-init.conf", f"{url}retry_total=0\n{line}\n")
+    boot = await guest.boot(timeout=120)
+    assert logged in guest.log()
+    assert not guest.rootfs.file("/tmp/pwned").exists()
+    if url:  # the rest of the file still counts
+        assert boot.returncode == 0, guest.log()
+        assert (await service.registry.get(MAC)).state is State.CONFIGURED

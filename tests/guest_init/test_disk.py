@@ -20,9 +20,9 @@ import pytest
 
 from metadata_server.app import MetadataService
 from metadata_server.documents import DocumentOptions, render_guest_document
-from tests.conftest import SAMPLE_HASH
 from tests.guest_init.conftest import MAC, Guest, loopback_guest
 from tests.support.isomount import install_iso9660_standin
+from tests.support.records import SAMPLE_HASH
 from tests.support.requirements import need_tools
 
 NONCE = "n0nce-4f2a9c"
@@ -122,3 +122,33 @@ async def test_server_down_falls_back_to_the_disk(
     assert "xenstore-write not found" in log
     assert SAMPLE_HASH not in log
     assert boot.mounts == 0  # unmounted again, seen from inside the guest's mount namespace
+
+
+async def test_user_data_on_the_disk_larger_than_64k_is_refused(
+    tmp_path: Path,
+    service: MetadataService,
+    make_guest: Callable[..., Guest],
+    loop_device: Callable[[Path], str],
+) -> None:
+    """The disk's user-data is held to the network's limit: cut at 64 KiB, it would run."""
+    registry = service.registry
+    assert registry is not None
+    await registry.put(MAC, loopback_guest(hostname="fromdisk"))
+    vm = await registry.get(MAC)
+    text = render_guest_document(
+        vm, DocumentOptions(default_domain=None, public_url="http://169.254.169.254")
+    ).text_body.decode()
+    source = tmp_path / "disk"
+    source.mkdir()
+    (source / "metadata-init.txt").write_text(text[: -len("end\n")] + f"nonce {NONCE}\nend\n")
+    (source / "user-data").write_text("#!/bin/sh\ntouch /tmp/cut-user-data-ran\n" + "#" * 70000)
+    image = tmp_path / "config.ext4"
+    build_image(source, image, "ext4", "cidata")
+    guest = make_guest("busybox")
+    before = guest.files()
+    guest.configure(source="iso", run_user_data="yes")
+    boot = await guest.boot(block_devices=[loop_device(image)])
+    assert boot.returncode == 1, guest.log()
+    assert "user-data is larger than 65536 bytes" in guest.log()
+    assert guest.files() == before
+    assert not guest.rootfs.file("/tmp/cut-user-data-ran").exists()

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, SAMPLE_HASH, SAMPLE_KEY, guest_body
 from tests.guest_init.conftest import MAC, Guest
 from tests.support.dom0 import admin_call, dom0_config, wait_for_dhcp, wait_for_state
 from tests.support.netns import BridgeNetwork, bridge_network
-from tests.support.requirements import need_root, need_tools
+from tests.support.records import SAMPLE_HASH, SAMPLE_KEY, guest_body
+from tests.support.requirements import need_root, need_tools, root_fixture
 from tests.support.server_process import server_process
+from tests.support.service import ADMIN_TOKEN
 
 UDHCPC_SCRIPT = """#!/bin/sh
 # The guest's udhcpc script: apply the lease, then let dhcp-hook save option 224.
@@ -38,6 +39,7 @@ exit $rc"""
 
 
 @pytest.fixture
+@root_fixture
 def net() -> Iterator[BridgeNetwork]:
     need_root()
     need_tools("ip", "dnsmasq", "busybox")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import re
 import subprocess
 
 import pytest
@@ -36,10 +38,50 @@ def test_parses_under(shell: str, script: str) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_metadata_init_is_at_most_300_lines() -> None:
+def code_lines(text: str) -> list[str]:
+    """The lines a reader has to follow: not blank, not a comment."""
+    return [
+        line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
+    ]
+
+
+def test_metadata_init_has_at_most_300_code_lines() -> None:
     text = (GUEST_INIT / "metadata-init").read_text()
-    assert len(text.splitlines()) <= 300
     assert text.startswith("#!/bin/sh\n")
+    assert len(code_lines(text)) <= 300
+
+
+def test_metadata_init_is_at_most_100_columns() -> None:
+    """Tabs count as 8 columns, as a terminal shows them."""
+    lines = (GUEST_INIT / "metadata-init").read_text().expandtabs(8).splitlines()
+    wide = [f"{number}: {len(line)}" for number, line in enumerate(lines, 1) if len(line) > 100]
+    assert wide == []
+
+
+def test_metadata_init_header_points_at_the_readme() -> None:
+    """About ten lines of header; the format and the settings are described in the README."""
+    lines = (GUEST_INIT / "metadata-init").read_text().splitlines()
+    header = list(itertools.takewhile(lambda line: line.startswith("#"), lines))
+    assert 8 <= len(header) <= 12, header
+    assert '"The guest boot script"' in " ".join(header)
+    assert "\n## The guest boot script\n" in (GUEST_INIT.parent / "README.md").read_text()
+
+
+def test_metadata_init_main_reads_as_its_steps() -> None:
+    text = (GUEST_INIT / "metadata-init").read_text()
+    main = re.search(r"^main\(\) \{\n(.*?)^\}\nmain \"\$@\"\n\Z", text, re.M | re.S)
+    assert main is not None
+    assert main.group(1).split() == [
+        "load_settings",
+        '"$@"',
+        "skip_if_configured",
+        "obtain_document",
+        "check_document",
+        "apply_all",
+        "report",
+        "configured",
+    ]
+    assert len(re.findall(r"^fail_if_refused\(\) \{", text, re.M)) == 1
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

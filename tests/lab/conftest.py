@@ -8,7 +8,6 @@ under CI=true it fails (the test command installs them)."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 
 import pytest
 
@@ -46,13 +45,13 @@ def lab_build() -> BuildReport:
 
 
 @pytest.fixture(scope="session")
-def lab_boot(lab_build: BuildReport) -> Iterator[Boot]:
+def lab_boot(lab_build: BuildReport) -> Boot:
     result = boot(
         lab_build.lab, SCENARIOS, log_dir=cache_dir() / "logs", deadline=BOOT_DEADLINE, say=say
     )
     first = result.first_marker_seconds or 0.0
     say(f"lab: boot {result.seconds:.1f} s, dom0 to its first scenario line {first:.1f} s")
-    yield result
+    return result
 
 
 def scenario_checks(result: Boot, scenario: str) -> dict[str, markers.Check]:

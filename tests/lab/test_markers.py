@@ -80,5 +80,5 @@ def test_figures_steps_and_end() -> None:
 def test_writers_refuse_what_the_reader_would_misread(
     call: object, args: tuple[object, ...]
 ) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^bad (check|figure) "):
         call(*args)  # type: ignore[operator]

@@ -1,5 +1,5 @@
 """Scenario "xenstore" on real Xen (issue 16, scenario 4): the permission table that the
-stand-in xenstored's test asserts (tests/fallback/test_xenstored.py), and the signal key
+stand-in xenstored's test asserts (tests/testbed/test_xenstored.py), and the signal key
 as the product prepares it, run by two real guests against the real xenstored."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pytest
 
 from lab.qemu import Boot
 from lab.scenarios.xenstore import PERMISSIONS, SIGNAL_CHECKS
-from tests.fallback import test_xenstored
+from tests.testbed import test_xenstored
 from tests.lab.conftest import LAB_TIMEOUT, scenario_checks
 
 DOMAINS = {5: "A", 6: "B", 0: "0"}

@@ -12,8 +12,8 @@ from typing import Any
 
 import aiohttp
 
-from tests.conftest import ADMIN_TOKEN
 from tests.support.server_process import ServerProcess
+from tests.support.service import ADMIN_TOKEN
 
 
 def dom0_config(tmp_path: Path, *, templates: Path | None = None, extra: str = "") -> Path:

@@ -19,10 +19,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.conftest import ADMIN_TOKEN, guest_body
 from tests.support.dom0 import admin_call
 from tests.support.netns import BridgeNetwork, Guest, bridge_network
+from tests.support.records import guest_body
 from tests.support.server_process import ServerProcess, server_process
+from tests.support.service import ADMIN_TOKEN
 
 QUIET_MAC = "02:00:c6:12:01:0b"
 HOSTILE_MAC = "02:00:c6:12:01:0c"

@@ -23,11 +23,14 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import metadata_server.compare
+import metadata_server_testbed.compare
+
 from tests.support.requirements import need_root, need_tools
 from tests.support.rootfs import Rootfs
 
-STANDIN = Path(metadata_server.compare.__file__).with_name("mount.iso9660")  # one copy, shipped
+STANDIN = Path(metadata_server_testbed.compare.__file__).with_name(
+    "mount.iso9660"
+)  # one copy, shipped
 TIMEOUT = 20
 
 
@@ -87,4 +90,4 @@ def install_iso9660_standin(rootfs: Rootfs) -> None:
     if target.is_symlink() or target.exists():
         target.unlink()
     shutil.copyfile(STANDIN, target)
-    os.chmod(target, 0o755)
+    os.chmod(target, 0o755)  # noqa: S103 (a program)

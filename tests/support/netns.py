@@ -1,8 +1,8 @@
 """Network namespaces for tests: the harness's module, re-exported (see
-metadata_server/compare/netns.py): a Dom0 side with a bridge, guests joined by veth
+metadata_server_testbed/compare/netns.py): a Dom0 side with a bridge, guests joined by veth
 pairs, everything removed on exit."""
 
-from metadata_server.compare.netns import (
+from metadata_server_testbed.compare.netns import (
     CLONE_NEWNET,
     BridgeNetwork,
     Guest,

@@ -201,7 +201,7 @@ class PostgresServer:
     def disconnect(self, *, user: str = USER) -> None:
         """End every session of `user`, as a network cut or a failover would."""
         self.psql(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "  # noqa: S608 (a test role's name)
             f"WHERE usename = '{user}'"
         )
 

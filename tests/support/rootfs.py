@@ -1,7 +1,7 @@
 """A throwaway busybox root filesystem for tests: the harness's module, re-exported (see
-metadata_server/compare/rootfs.py for what it lays out and how a command runs in it)."""
+metadata_server_testbed/compare/rootfs.py for what it lays out and how a command runs in it)."""
 
-from metadata_server.compare.rootfs import (
+from metadata_server_testbed.compare.rootfs import (
     BUSYBOX,
     SHELLS,
     Overlay,
