@@ -230,6 +230,7 @@ class Dom0:
                 stdout=log_file,
                 stderr=asyncio.subprocess.STDOUT,
                 env=self._environment(),
+                cwd=self.paths.root,  # `-m` looks in the working directory first
                 start_new_session=True,
             )
         await _wait_for_line(self.paths.server_log, SERVER_READY, self._unshare, "the server")
