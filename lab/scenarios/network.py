@@ -199,11 +199,11 @@ def run_scenario(dom0: Dom0) -> bool:
     for guest in guests:
         guest.register()
         guest.make_disk()
-    guard.check(checks, guests)
     step("creating the guests")
     create_all(guests)
     figure("network.xl_create_all", time.time() - guests[0].started)
     records = wait_configured(checks, guests)
+    guard.check(checks, guests)
     for guest in guests:
         applied = f"applied instance {records[guest.name]['instance_id']}"
         checks.report(

@@ -1,7 +1,8 @@
 """Scenario "network" on real Xen (issue 16, scenario 1): three PV guests, each a qcow2
 delta of the master, registered by MAC, boot, lease from the dnsmasq the real server
 runs on xenbr0, configure themselves and report configured; what they applied is read
-back from their disks in dom0; a second boot of one makes no request."""
+back from their disks in dom0; a second boot of one makes no request; the bridge guard binds each real vif to its
+guest's MAC."""
 
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ pytestmark = [pytest.mark.xen_lab, pytest.mark.timeout(LAB_TIMEOUT)]
 GUESTS = ["lab-g1", "lab-g2", "lab-g3"]
 PER_GUEST = ["configured", "states", "console", "hostname", "root_hash", "ssh_key", "instance"]
 SECOND_BOOT = ["stops_at_once", "dhcp_seen", "no_request", "record_unchanged"]
+GUARD = ["applied", "table"] + [f"{guest}.port" for guest in GUESTS]
 
 
 @pytest.mark.parametrize(
     "check_id",
     [f"{guest}.{check}" for guest in GUESTS for check in PER_GUEST]
-    + [f"second_boot.{check}" for check in SECOND_BOOT],
+    + [f"second_boot.{check}" for check in SECOND_BOOT]
+    + [f"guard.{check}" for check in GUARD],
 )
 def test_check(lab_boot: Boot, check_id: str) -> None:
     checks = scenario_checks(lab_boot, "network")

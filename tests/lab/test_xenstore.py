@@ -8,8 +8,8 @@ import pytest
 
 from lab.qemu import Boot
 from lab.scenarios.xenstore import PERMISSIONS, SIGNAL_CHECKS
-from tests.testbed import test_xenstored
 from tests.lab.conftest import LAB_TIMEOUT, scenario_checks
+from tests.testbed import test_xenstored
 
 DOMAINS = {5: "A", 6: "B", 0: "0"}
 
