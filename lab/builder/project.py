@@ -54,13 +54,23 @@ def build_wheels(runner: Runner, tree: Path, wheelhouse: Path, into: Path) -> Pa
         str(wheelhouse),
         str(wheels[0]),
     ]
+    # The wheelhouse holds dependencies only: an earlier build's project wheel there has
+    # the same name and version, and pip would take it (and its older requirements).
+    _drop_project_wheels(wheelhouse)
     try:  # the wheelhouse of an earlier build usually has them all
         runner.run(
             "pip wheel (the dependencies, from the wheelhouse)", [*deps, "--no-index"], heavy=True
         )
     except BuildError:
         runner.run("pip wheel (the dependencies, from PyPI or pip's cache)", deps, heavy=True)
+    finally:
+        _drop_project_wheels(wheelhouse)
     return wheels[0]
+
+
+def _drop_project_wheels(wheelhouse: Path) -> None:
+    for stale in wheelhouse.glob("metadata_server-*.whl"):
+        stale.unlink()
 
 
 def _copy_lab(tree: Path, target: Path) -> None:
