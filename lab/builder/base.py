@@ -50,7 +50,8 @@ DOM0_PACKAGES = [
     "procps",
     "curl",
 ]
-GUEST_PACKAGES = ["iproute2", "curl", "xenstore-utils"]
+# busybox-static: the hostile co-tenant's tools (httpd, udhcpd, arping)
+GUEST_PACKAGES = ["iproute2", "curl", "xenstore-utils", "busybox-static"]
 # Modules a PV guest loads after the initramfs (their dependencies come along).
 GUEST_MODULES = ["xen-blkfront", "xen-netfront", "isofs", "ext4", "cdrom"]
 DOM0_INITRD_MODULES = ["virtio_pci", "virtio_blk", "ext4"]

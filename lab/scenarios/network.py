@@ -15,7 +15,7 @@ import json
 import time
 from typing import Any
 
-from lab.scenarios import guard
+from lab.scenarios import guard, hostile
 from lab.scenarios.common import (
     METADATA,
     Checks,
@@ -199,11 +199,15 @@ def run_scenario(dom0: Dom0) -> bool:
     for guest in guests:
         guest.register()
         guest.make_disk()
+    evil, ghost, evil_domid = hostile.start_attacker(dom0)
     step("creating the guests")
     create_all(guests)
     figure("network.xl_create_all", time.time() - guests[0].started)
     records = wait_configured(checks, guests)
     guard.check(checks, guests)
+    hostile.check_attack(checks, evil)
+    hostile.check_ghost(checks, evil, ghost, evil_domid)
+    destroy([evil])
     for guest in guests:
         applied = f"applied instance {records[guest.name]['instance_id']}"
         checks.report(

@@ -17,13 +17,21 @@ GUESTS = ["lab-g1", "lab-g2", "lab-g3"]
 PER_GUEST = ["configured", "states", "console", "hostname", "root_hash", "ssh_key", "instance"]
 SECOND_BOOT = ["stops_at_once", "dhcp_seen", "no_request", "record_unchanged"]
 GUARD = ["applied", "table"] + [f"{guest}.port" for guest in GUESTS]
+HOSTILE = [
+    "arp_dropped",
+    "dhcp_server_dropped",
+    "ghost_request_failed",
+    "ghost_port_dropped",
+    "ghost_untouched",
+]
 
 
 @pytest.mark.parametrize(
     "check_id",
     [f"{guest}.{check}" for guest in GUESTS for check in PER_GUEST]
     + [f"second_boot.{check}" for check in SECOND_BOOT]
-    + [f"guard.{check}" for check in GUARD],
+    + [f"guard.{check}" for check in GUARD]
+    + [f"hostile.{check}" for check in HOSTILE],
 )
 def test_check(lab_boot: Boot, check_id: str) -> None:
     checks = scenario_checks(lab_boot, "network")
