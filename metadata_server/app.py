@@ -58,6 +58,7 @@ from metadata_server.ratelimit import TokenBuckets
 from metadata_server.registry import Registry
 from metadata_server.signing import ensure_key
 from metadata_server.snapshot import GuestSnapshot
+from metadata_server.state_directory import make_state_directory
 from metadata_server.store import Change, Store, open_store
 from metadata_server.store.health import health_of
 
@@ -160,6 +161,7 @@ class MetadataService:
         self.admin_address: BoundAddress | None = None
 
     async def start(self) -> None:
+        make_state_directory(self.settings.state_dir)
         self.admin_token, self._token_file = ensure_server_token(self.settings)
         await self.store.open()
         try:

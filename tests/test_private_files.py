@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
 import shutil
 import sqlite3
 import stat
@@ -20,6 +21,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from metadata_server.dhcp.commands import DaemonError
+from metadata_server.dhcp.managed import ManagedDnsmasq, unreachable_for
 from metadata_server.store.sqlite import SQLiteStore
 from tests.support.dhcp_client import get_lease, install_script
 from tests.support.netns import BridgeNetwork, bridge_network
@@ -39,14 +42,16 @@ def net() -> Iterator[BridgeNetwork]:
         yield network
 
 
-@pytest.fixture
-def open_base() -> Iterator[Path]:
+@pytest.fixture(params=["left-0755", "made-by-the-server"])
+def open_base(request: pytest.FixtureRequest) -> Iterator[Path]:
     """A directory every user may enter (as /var/lib is), holding a state directory an
-    operator left 0755: only the modes of what the server creates protect the files."""
+    operator left 0755 (only the modes of what the server creates protect the files), or
+    none (the server makes it under its umask 077, and dnsmasq must still get through)."""
     base = Path(tempfile.mkdtemp(prefix="ms-private-", dir="/tmp"))
     base.chmod(0o755)
-    (base / "state").mkdir(mode=0o755)
-    (base / "state").chmod(0o755)
+    if request.param == "left-0755":
+        (base / "state").mkdir(mode=0o755)
+        (base / "state").chmod(0o755)
     try:
         yield base
     finally:
@@ -192,6 +197,7 @@ async def test_nobody_reads_no_file_and_dnsmasq_still_reads_its_own(
         assert stat.S_IMODE(socket.stat().st_mode) == 0o600
         assert as_nobody("ls", str(state / "dhcp")).returncode != 0
         assert stat.S_IMODE((state / "dhcp").stat().st_mode) == 0o711
+        assert stat.S_IMODE(state.stat().st_mode) in (0o755, 0o711)  # left, or made 0711
     assert stat.S_IMODE(db.stat().st_mode) == 0o600
 
 
@@ -249,3 +255,28 @@ def test_cli_commands_write_private_files_whatever_the_umask(tmp_path: Path) -> 
     assert len(written) == 3
     for path in written:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def test_dnsmasq_that_could_not_reload_its_hosts_is_not_started(tmp_path: Path) -> None:
+    """A DHCP directory below one dnsmasq's account cannot pass through: the server says
+    which directory and what to do, rather than start a dnsmasq whose every later reload
+    fails (guests registered after start would get "no address available")."""
+    account = pwd.getpwnam("nobody")
+    closed = tmp_path / "closed"  # tmp_path's parents are 0700 root's as well
+    (closed / "dhcp").mkdir(parents=True)
+    closed.chmod(0o700)
+    blocked = unreachable_for(account, closed / "dhcp")
+    assert blocked is not None and blocked in (closed, *closed.parents)
+    dnsmasq = ManagedDnsmasq(closed / "dhcp", ["br0"])
+    dnsmasq.account = account
+    with pytest.raises(DaemonError, match=r"cannot pass through .*chmod o\+x"):
+        dnsmasq._prepare_files()
+    assert not (closed / "dhcp" / "dnsmasq.leases").exists()  # nothing written
+
+    opened = Path(tempfile.mkdtemp(prefix="ms-open-", dir="/tmp"))
+    try:
+        opened.chmod(0o711)
+        (opened / "dhcp").mkdir()
+        assert unreachable_for(account, opened / "dhcp") is None
+    finally:
+        shutil.rmtree(opened, ignore_errors=True)

@@ -18,6 +18,7 @@ import logging
 import os
 import pwd
 import signal
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -89,6 +90,15 @@ class ManagedDnsmasq:
         """Before each start and SIGHUP: the directory 0711, the lease file 0600 root's,
         the hosts file (just replaced, so root's again) 0600 and dnsmasq's account's."""
         account = self.account
+        if account is not None:
+            blocked = unreachable_for(account, self.directory)
+            if blocked is not None:
+                raise DaemonError(
+                    f"dnsmasq runs as {account.pw_name} and re-reads its hosts file as that "
+                    f"user, but cannot pass through {blocked} (mode "
+                    f"{stat.S_IMODE(blocked.stat().st_mode):04o}): give others search "
+                    f"permission there (chmod o+x {blocked}) or set dhcp.directory elsewhere"
+                )
         try:
             self.directory.chmod(0o711)
             fd = os.open(self.directory / LEASE_FILE, os.O_WRONLY | os.O_CREAT, 0o600)
@@ -208,3 +218,21 @@ async def _forward_log(stream: asyncio.StreamReader) -> None:
         lowered = text.lower()
         level = logging.WARNING if any(word in lowered for word in _TROUBLE) else logging.DEBUG
         log.log(level, "dnsmasq: %s", text)
+
+
+def unreachable_for(account: pwd.struct_passwd, directory: Path) -> Path | None:
+    """The first directory above `directory` (itself excluded: it is made 0711) that
+    `account` may not pass through, or None. Owner, group and other bits as the kernel
+    reads them; ACLs are not looked at."""
+    groups = set(os.getgrouplist(account.pw_name, account.pw_gid))
+    for parent in directory.resolve().parents:
+        info = parent.stat()
+        if info.st_uid == account.pw_uid:
+            allowed = info.st_mode & stat.S_IXUSR
+        elif info.st_gid in groups:
+            allowed = info.st_mode & stat.S_IXGRP
+        else:
+            allowed = info.st_mode & stat.S_IXOTH
+        if not allowed:
+            return parent
+    return None

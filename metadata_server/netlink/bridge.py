@@ -18,6 +18,7 @@ from pyroute2.netlink.rtnl import (
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
 from metadata_server.netlink.events import EventWatch
+from metadata_server.netlink.wire import IFLA_IFNAME, IFLA_MASTER, RTM_DELLINK, RTM_NEWLINK, Event
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ class BridgePorts:
         self._bridge_index: int | None = None
         self._members: dict[int, str] = {}
         self._dumped_at: float | None = None
-        self._during_dump: list[Any] | None = None
+        self._during_dump: list[Event] | None = None
         self._losses = 0
         self.changed = asyncio.Event()
 
@@ -110,25 +111,25 @@ class BridgePorts:
         self._dumped_at = None
         self.changed.set()
 
-    def _take(self, message: Any) -> None:
+    def _take(self, event: Event) -> None:
         """Apply one link event to the member set; signal when the set changed."""
-        event = message["event"]  # not .get(): that would read an IFLA_EVENT attribute
-        if event not in ("RTM_NEWLINK", "RTM_DELLINK"):
+        if event.kind not in (RTM_NEWLINK, RTM_DELLINK):
             return
         if self._during_dump is not None:
             # Sent after the watch was bound and in order: replaying it on the dump is safe.
-            self._during_dump.append(message)
+            self._during_dump.append(event)
             return
-        index = message["index"]
-        name = message.get("ifname")
-        if name == self.bridge and (event == "RTM_DELLINK" or index != self._bridge_index):
+        index = event.index
+        name = event.text(IFLA_IFNAME)
+        if name == self.bridge and (event.kind == RTM_DELLINK or index != self._bridge_index):
             self._lost()  # the bridge itself came or went: look at all again
             return
         if self._dumped_at is None:
             return  # the next dump covers it
         before = self._members.get(index)
-        if event == "RTM_NEWLINK" and message.get("master") == self._bridge_index and name:
-            self._members[index] = str(name)
+        master = event.u32(IFLA_MASTER)
+        if event.kind == RTM_NEWLINK and master == self._bridge_index and name:
+            self._members[index] = name
         else:
             self._members.pop(index, None)
         if self._members.get(index) != before:
@@ -155,8 +156,8 @@ class BridgePorts:
         if self._losses != losses:
             return  # events were lost meanwhile: this answer counts only until the next look
         self._dumped_at = self._clock()
-        for message in arrived:
-            self._take(message)
+        for event in arrived:
+            self._take(event)
 
     async def addresses(self) -> list[str]:
         """The bridge's own IPv4 addresses (Dom0's on it)."""

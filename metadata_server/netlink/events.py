@@ -1,5 +1,6 @@
 """Kernel event subscriptions (rtnetlink multicast) that survive lost events, on a
-socket kept in the network namespace they were started in."""
+socket kept in the network namespace they were started in. Messages are read with
+`wire.parse` (the few fields the watches need), only from the kernel itself."""
 
 from __future__ import annotations
 
@@ -11,14 +12,16 @@ import logging
 import os
 import socket
 from collections.abc import Callable
-from typing import Any
 
-from pyroute2 import AsyncIPRoute
 from pyroute2.netlink import NETLINK_ROUTE
+
+from metadata_server.netlink.wire import Event, WireError, parse
 
 log = logging.getLogger(__name__)
 
 THIS_THREADS_NAMESPACE = "/proc/thread-self/ns/net"
+DATAGRAM = 1 << 16  # the kernel's multicast messages are far smaller
+KERNEL = 0  # the port id the kernel's own messages come from
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -61,7 +64,7 @@ class EventWatch:
         self,
         groups: int,
         name: str,
-        on_message: Callable[[Any], None],
+        on_message: Callable[[Event], None],
         on_gap: Callable[[], None],
     ) -> None:
         self._groups = groups
@@ -89,17 +92,22 @@ class EventWatch:
             os.close(self._namespace)
             self._namespace = None
 
-    async def _bind(self) -> Any:
+    async def _bind(self) -> socket.socket:
         assert self._namespace is not None
-        ipr = AsyncIPRoute(fileno=_rtnetlink_socket_in(self._namespace).detach())
-        await ipr.bind(groups=self._groups)
-        return ipr
+        sock = _rtnetlink_socket_in(self._namespace)
+        try:
+            sock.setblocking(False)
+            sock.bind((0, self._groups))
+        except OSError:
+            sock.close()
+            raise
+        return sock
 
-    async def _run(self, ipr: Any) -> None:
+    async def _run(self, sock: socket.socket) -> None:
         try:
             while True:
                 try:
-                    await self._read(ipr)
+                    await self._read(sock)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -108,24 +116,31 @@ class EventWatch:
                             "%s: reading netlink events failed; starting over", self._name
                         )
                         await asyncio.sleep(0.1)
-                ipr.close()
-                ipr = None
-                while ipr is None:
-                    try:
-                        ipr = await self._bind()
-                    except OSError:
-                        log.exception("%s: cannot subscribe to netlink events again", self._name)
-                        await asyncio.sleep(1.0)
+                sock.close()
+                sock = await self._bind_again()
                 self.replaced += 1
                 self._on_gap()
         finally:
-            if ipr is not None:
-                ipr.close()
+            sock.close()
 
-    async def _read(self, ipr: Any) -> None:
+    async def _bind_again(self) -> socket.socket:
         while True:
-            async for message in ipr.get():
+            try:
+                return await self._bind()
+            except OSError:
+                log.exception("%s: cannot subscribe to netlink events again", self._name)
+                await asyncio.sleep(1.0)
+
+    async def _read(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            datagram, (sender, _groups) = await loop.sock_recvfrom(sock, DATAGRAM)
+            if sender != KERNEL:
+                continue  # only the kernel speaks for the kernel
+            if len(datagram) >= DATAGRAM:
+                raise WireError("a datagram filled the buffer: it may have been cut")
+            for event in parse(datagram):
                 try:
-                    self._on_message(message)
+                    self._on_message(event)
                 except Exception:  # one odd message must not end the watch
                     log.exception("%s: could not take a netlink event", self._name)

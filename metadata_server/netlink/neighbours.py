@@ -29,6 +29,7 @@ from pyroute2.netlink.rtnl import (
 )
 
 from metadata_server.netlink.events import EventWatch
+from metadata_server.netlink.wire import NDA_DST, Event
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ class NetlinkNeighbours:
         self._route_watch = EventWatch(
             ROUTE_AND_ADDRESS_GROUPS,
             "route-watch",
-            lambda message: self.forget_routes(message.get("family")),
+            lambda event: self.forget_routes(event.family),
             on_gap=self.forget_routes,
         )
         await self._route_watch.start()
@@ -127,10 +128,10 @@ class NetlinkNeighbours:
             self._floor = next(self._counter)
         self._generations[address] = next(self._counter)
 
-    def _take(self, message: Any) -> None:
-        destination = message.get("dst")
+    def _take(self, event: Event) -> None:
+        destination = event.address(NDA_DST)
         if destination:
-            self.changed(str(destination))
+            self.changed(destination)
 
     def changed_all(self) -> None:
         """Count a change of every address: no answer taken before now counts."""

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 from metadata_server.errors import ConfigError, Conflict, ConflictRows, NotFound, Unavailable
 from metadata_server.model import VM, State
+from metadata_server.state_directory import make_state_directory
 from metadata_server.store.base import Change, ChangeEvent, ChangeListener, Listeners
 from metadata_server.store.health import StoreHealth
 from metadata_server.store.migrations import (
@@ -161,9 +162,7 @@ class SQLiteStore:
     async def open(self) -> None:
         def connect() -> sqlite3.Connection:
             try:
-                # 0711: others may pass through to a DHCP directory below (the managed
-                # dnsmasq reads its hosts file as its own user), never list or read.
-                self.path.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
+                make_state_directory(self.path.parent)
                 _make_private(self.path)
             except OSError as exc:
                 raise ConfigError(

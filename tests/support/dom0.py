@@ -5,6 +5,7 @@ network namespaces, where 127.0.0.1 would not)."""
 from __future__ import annotations
 
 import asyncio
+import atexit
 import shutil
 import time
 from pathlib import Path
@@ -22,6 +23,8 @@ def dom0_config(tmp_path: Path, *, templates: Path | None = None, extra: str = "
     # dnsmasq reads its files as its own user after start: the directory must be reachable.
     directory = Path("/tmp") / f"ms-dhcp-{tmp_path.name}"
     shutil.rmtree(directory, ignore_errors=True)
+    atexit.register(shutil.rmtree, directory, True)  # not under tmp_path: removed at exit
+    atexit.register(Path(f"{directory}.admin.sock").unlink, missing_ok=True)
     lines = [
         f'db = "{tmp_path}/registry.db"',
         'domain = "guests.internal"',
