@@ -36,6 +36,7 @@ def test_a_missing_package_is_named(lab_build: BuildReport, tmp_path: Path) -> N
         apt.resolve(["systemd-sysv", "metadata-server-lab-no-such-package"])
 
 
+@pytest.mark.root
 def test_an_unreachable_mirror_is_named(tmp_path: Path) -> None:
     need_lab_tools()
     mirrors = Mirrors("http://127.0.0.1:9/debian", "http://127.0.0.1:9/debian-security")
