@@ -131,6 +131,15 @@ def wait_for_toolstack() -> None:
     wait_for("xl list", lambda: run(["xl", "list"], check=False).returncode == 0, 120)
 
 
+def weigh_dom0() -> None:
+    """Dom0 weighs as much as four guests in Xen's scheduler (the default weighs every
+    domain alike), as a busy host's Dom0 should: under TCG a few booting guests, or one
+    guest in a loop, otherwise starve dom0 until libxl's hotplug scripts time out."""
+    for scheduler in ("sched-credit2", "sched-credit"):
+        if run(["xl", scheduler, "-d", "Domain-0", "-w", "1024"], check=False).returncode == 0:
+            return
+
+
 def setup_bridges() -> None:
     """xenbr0 with the guests' gateway address (the server adds 169.254.169.254 itself),
     and xenbr1 with nothing on it."""
@@ -213,6 +222,7 @@ class Dom0:
             step("waiting for the toolstack")
             wait_for_toolstack()
             figure("dom0.toolstack_ready_uptime", uptime())
+            weigh_dom0()
             setup_bridges()
             self._ready = True
 

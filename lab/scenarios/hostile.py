@@ -3,7 +3,7 @@
 A registered guest, `lab-evil`, runs a shell as init (no systemd: the attack needs none)
 and, before the network scenario's guests boot, does what the guard issue reproduced in
 namespaces: it puts the gateway and 169.254.169.254 on its own interface, claims both in
-gratuitous ARP once a second, serves a `/v1/config.txt` saying `hostname pwned` and runs
+gratuitous ARP every three seconds, serves a `/v1/config.txt` saying `hostname pwned` and runs
 a DHCP server (busybox httpd and udhcpd). The other guests then boot beside it; the
 network scenario's own checks (each guest's hostname, root hash and key, read from its
 disk) show whether it got anything. Here: the guard's counters must name it (ARP and
@@ -52,7 +52,7 @@ def attack_lines(evil: Guest, ghost: Guest) -> list[str]:
         " > /tmp/udhcpd.conf; touch /tmp/leases; busybox udhcpd /tmp/udhcpd.conf </dev/null",
         "(while :; do for a in "
         f"{GATEWAY} {METADATA}; do busybox arping -U -c 1 -I eth0 -s $a $a >/dev/null 2>&1;"
-        " done; sleep 1; done) </dev/null & echo $! > /tmp/arp.pid",
+        " done; sleep 3; done) </dev/null & echo $! > /tmp/arp.pid",
         f"xenstore-write {nodes}/ready yes",
         # phase two: the ghost's MAC and address, once dom0 says so
         f"while ! xenstore-read {nodes}/go-ghost >/dev/null 2>&1; do sleep 1; done",
