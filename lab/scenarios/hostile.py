@@ -3,7 +3,7 @@
 A registered guest, `lab-evil`, runs a shell as init (no systemd: the attack needs none)
 and, before the network scenario's guests boot, does what the guard issue reproduced in
 namespaces: it puts the gateway and 169.254.169.254 on its own interface, claims both in
-gratuitous ARP every three seconds, serves a `/v1/config.txt` saying `hostname pwned` and runs
+gratuitous ARP once a second, serves a `/v1/config.txt` saying `hostname pwned` and runs
 a DHCP server (busybox httpd and udhcpd). The other guests then boot beside it; the
 network scenario's own checks (each guest's hostname, root hash and key, read from its
 disk) show whether it got anything. Here: the guard's counters must name it (ARP and
@@ -50,13 +50,15 @@ def attack_lines(evil: Guest, ghost: Guest) -> list[str]:
         f"printf 'interface eth0\\nstart 198.18.0.200\\nend 198.18.0.210\\n"
         f"lease_file /tmp/leases\\nopt router {GATEWAY}\\nopt subnet 255.255.255.0\\n'"
         " > /tmp/udhcpd.conf; touch /tmp/leases; busybox udhcpd /tmp/udhcpd.conf </dev/null",
-        "(while :; do for a in "
-        f"{GATEWAY} {METADATA}; do busybox arping -U -c 1 -I eth0 -s $a $a >/dev/null 2>&1;"
-        " done; sleep 3; done) </dev/null & echo $! > /tmp/arp.pid",
+        # one arping per address, one claim a second each: no process per claim (under
+        # TCG a fork in a PV guest costs a good part of a second of its vCPU)
+        f"for a in {GATEWAY} {METADATA}; do busybox arping -U -c 100000 -I eth0 -s $a $a"
+        " </dev/null >/dev/null 2>&1 & echo $! >> /tmp/arp.pids; done",
         f"xenstore-write {nodes}/ready yes",
         # phase two: the ghost's MAC and address, once dom0 says so
-        f"while ! xenstore-read {nodes}/go-ghost >/dev/null 2>&1; do sleep 1; done",
-        "kill $(cat /tmp/arp.pid); busybox killall udhcpd httpd",
+        # the first event fires when the watch is set, the second when dom0 writes the key
+        f"xenstore-watch -n 2 {nodes}/go-ghost >/dev/null",
+        "kill $(cat /tmp/arp.pids); busybox killall udhcpd httpd",
         f"ip link set eth0 down; ip addr flush dev eth0; ip link set eth0 address {ghost.mac}",
         f"ip link set eth0 up; ip addr add {ghost.address}/24 dev eth0",
         f"ip route add {METADATA}/32 dev eth0",

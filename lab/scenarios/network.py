@@ -33,7 +33,7 @@ from lab.scenarios.common import (
 )
 
 GUESTS = 3
-CONFIGURE_TIMEOUT = 420.0
+CONFIGURE_TIMEOUT = 600.0
 PROBE_TABLE = "lab_probe"
 
 
