@@ -33,7 +33,7 @@ from lab.scenarios.common import (
 )
 
 GUESTS = 3
-CONFIGURE_TIMEOUT = 600.0
+CONFIGURE_TIMEOUT = 900.0  # under TCG, three systemd guests beside a fourth take ~10 min
 PROBE_TABLE = "lab_probe"
 
 
