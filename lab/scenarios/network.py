@@ -163,10 +163,13 @@ def second_boot(checks: Checks, guest: Guest) -> None:
     figure("network.second_boot_to_metadata_init", time.monotonic() - started)
     counts = probe_counts()
     after = guest.vm()
+    # the boot script's own words (guest_init/metadata-init, skip_if_configured)
+    stopped = f"{before['instance_id']} is configured; nothing to do"
+    lines = [line for line in said.splitlines() if "metadata-init: " in line]
     checks.report(
         "second_boot.stops_at_once",
-        "is configured on this machine; nothing to do" in said,
-        said.strip().splitlines()[-1][:200] if said.strip() else "",
+        stopped in said,
+        lines[-1].strip()[-200:] if lines else "no line of the boot script on the console",
     )
     checks.report(
         "second_boot.dhcp_seen",
