@@ -419,10 +419,26 @@ def create_all(guests: list[Guest], paused: bool = False) -> None:
     qdisk device model times out when several start at once ("Post DM startup configs
     failed, rc=-9"). The guests still boot side by side."""
     for guest in guests:
+        create_one(guest, paused)
+
+
+DM_TIMEOUT = "Post DM startup configs failed"  # libxl gave up waiting for the qdisk backend
+
+
+def create_one(guest: Guest, paused: bool = False) -> None:
+    """`xl create`, once more after libxl timed out waiting for the qdisk device model:
+    under TCG a busy dom0 starts it late now and then (rc=-9), and libxl destroys the
+    half-made domain itself."""
+    for attempt in (1, 2):
         proc = guest.create(paused)
         output, _ = proc.communicate(timeout=300)
-        if proc.returncode != 0:
-            raise CommandFailed(f"xl create {guest.name} failed: {output.strip()[-800:]}")
+        if proc.returncode == 0:
+            return
+        if attempt == 1 and DM_TIMEOUT in output:
+            step(f"xl create {guest.name}: the device model was late; once more")
+            wait_for(f"{guest.name} gone", lambda: guest.domid() is None, 60, 2.0)
+            continue
+        raise CommandFailed(f"xl create {guest.name} failed: {output.strip()[-800:]}")
 
 
 @contextlib.contextmanager

