@@ -34,8 +34,8 @@ from lab.scenarios.common import (
     step,
     wait_for,
 )
+from lab.scenarios.xenstore import PROBE, leave_commands
 
-PROBE = "data/lab-probe"
 EVIL = ("lab-evil", "00:16:3e:1a:b0:66", "198.18.0.66")
 GHOST = ("lab-ghost", "00:16:3e:1a:b0:67", "198.18.0.67")
 # xl's double-quoted string turns \" into ". The lines run in one sh, in order.
@@ -93,12 +93,7 @@ def start_attacker(dom0: Dom0) -> tuple[Guest, Guest, int]:
     if domid is None:
         raise RuntimeError(f"{evil.name} has no domain")
     base = f"/local/domain/{domid}/{PROBE}"
-    for index, line in enumerate(attack_lines(evil, ghost)):
-        node = f"{base}/cmd/{index:03d}"  # xenstore-list gives them back in this order
-        run(["xenstore-write", "-R", node, line + "\n"])
-        run(["xenstore-chmod", node, f"n{domid}"])
-    for node in (base, f"{base}/cmd"):
-        run(["xenstore-chmod", node, f"n{domid}"])
+    leave_commands(domid, [line + "\n" for line in attack_lines(evil, ghost)])
     run(["xl", "unpause", evil.name])
     wait_for(
         f"{evil.name}'s attack in place",

@@ -71,6 +71,19 @@ PROBE_EXTRA = (
 )
 
 
+def leave_commands(domid: int, lines: list[str]) -> None:
+    """Leave `lines` (each one shell line, ending in a newline) in the probe directory of
+    paused domain `domid`, owned by it, for its init to run in order."""
+    base = f"/local/domain/{domid}/{PROBE}"
+    for index, line in enumerate(lines):
+        # zero-padded in the order made: xenstore-list gives them back in that order
+        node = f"{base}/cmd/{index:03d}"
+        run(["xenstore-write", "-R", node, line])
+        run(["xenstore-chmod", node, f"n{domid}"])
+    for node in (base, f"{base}/cmd"):
+        run(["xenstore-chmod", node, f"n{domid}"])
+
+
 def probe_commands(
     rows: list[tuple[str, str, list[str], bool]], who: str, ids: dict[str, int]
 ) -> list[str]:
@@ -134,15 +147,7 @@ def run_scenario(dom0: Dom0) -> bool:
     )
     rows = PERMISSIONS + SIGNAL_CHECKS
     for who in ("A", "B"):
-        domid = ids[who]
-        base = f"/local/domain/{domid}/{PROBE}"
-        for index, line in enumerate(probe_commands(rows, who, ids)):
-            # zero-padded in the order made: xenstore-list gives them back in that order
-            node = f"{base}/cmd/{index:03d}"
-            run(["xenstore-write", "-R", node, line])
-            run(["xenstore-chmod", node, f"n{domid}"])
-        for node in (base, f"{base}/cmd"):
-            run(["xenstore-chmod", node, f"n{domid}"])
+        leave_commands(ids[who], probe_commands(rows, who, ids))
     # A's rows first, then B's: some rows change what later ones see (B's owner-chmod
     # lets A read B's secret), and the stand-in's test runs each row on a fresh store
     for who, guest in (("A", a), ("B", b)):
