@@ -51,7 +51,7 @@ from metadata_server.model import VM, State, parse_message
 from metadata_server.registry import Registry
 from metadata_server.xen.errors import XenCommandFailed, XenError
 from metadata_server.xen.host import MAX_DOMID, XenHost, new_nonce
-from metadata_server.xen.vifs import domains_by_mac
+from metadata_server.xen.vifs import domain_has_mac, domains_by_mac
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +261,8 @@ class Provisioner:
             raise
 
     async def _domain_of(self, mac: str, domid: int | None) -> int:
+        if domid is not None and await domain_has_mac(self.xen, domid, mac):
+            return domid  # the named domain carries the MAC (and so exists)
         holders = (await domains_by_mac(self.xen)).get(mac, set())
         if len(holders) > 1:
             raise XenError(f"MAC {mac} is on vifs of several domains: {sorted(holders)}")

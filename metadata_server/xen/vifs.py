@@ -1,6 +1,7 @@
 """Which running domain holds which MAC, from Dom0's vif backends in xenstore, for many
 guests at once: one `xenstore-ls` of /local/domain/0/backend/vif instead of one per
-guest (`XenHost.domid_for_mac` answers for a single MAC).
+guest (`XenHost.domid_for_mac` answers for a single MAC), and whether one named domain
+carries a MAC (a read of that domain's backends only).
 
 Reads only; decides nothing.
 """
@@ -27,6 +28,17 @@ async def domains_by_mac(xen: XenHost) -> dict[str, set[int]]:
         if _MAC_RE.fullmatch(mac):
             found.setdefault(mac, set()).add(int(match.group(1)))
     return found
+
+
+async def domain_has_mac(xen: XenHost, domid: int, mac: str) -> bool:
+    """Whether a vif of domain `domid` carries `mac`: one read of that domain's vif
+    backends, not of every domain's (what one ISO flow among hundreds needs)."""
+    values = await xen.xenstore.list_values(f"{VIF_BACKENDS}/{domid}")
+    for path, value in (values or {}).items():
+        match = _VIF_MAC_RE.fullmatch(path)
+        if match and value is not None and value.strip().lower().replace("-", ":") == mac:
+            return True
+    return False
 
 
 async def vif_ports(xen: XenHost) -> dict[str, str]:

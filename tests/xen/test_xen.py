@@ -22,6 +22,7 @@ from metadata_server.xen.errors import (
     XenError,
 )
 from metadata_server.xen.host import XenHost, XenSettings, new_nonce
+from metadata_server.xen.vifs import domain_has_mac
 from tests.support.requirements import need_tools
 from tests.support.xen_standins import (
     XENSTORE_TOOLS,
@@ -353,6 +354,22 @@ async def test_domid_for_mac_on_two_domains_is_an_error(vifs: ServerThread, host
     ok(vifs, "xenstore-write", "/local/domain/0/backend/vif/6/2/mac", "00:16:3e:00:00:05")
     with pytest.raises(XenError, match=r"several domains: \[5, 6\]"):
         await host.domid_for_mac("00:16:3e:00:00:05")
+
+
+@pytest.mark.parametrize(
+    ("domid", "mac", "carries"),
+    [
+        (5, "00:16:3e:00:00:05", True),
+        (6, "00:16:3e:00:00:06", True),  # xenstore spells it in upper case
+        (6, "00:16:3e:00:00:05", False),  # another domain's MAC
+        (7, "00:16:3e:00:00:05", False),  # no such domain
+    ],
+    ids=["own", "other-spelling", "another-domains-mac", "no-domain"],
+)
+async def test_domain_has_mac_reads_one_domain(
+    vifs: ServerThread, host: XenHost, domid: int, mac: str, carries: bool
+) -> None:
+    assert await domain_has_mac(host, domid, mac) is carries
 
 
 async def test_domid_for_mac_refuses_a_bad_mac(host: XenHost) -> None:
