@@ -45,6 +45,8 @@ def run_one(name: str, dom0: Dom0) -> bool:
             say(f"lab| {line}")
         dom0.diagnostics()
         return False
+    finally:
+        dom0.destroy_running()
 
 
 def main() -> int:

@@ -246,10 +246,16 @@ class Dom0:
     def diagnostics(self) -> None:
         diagnostics(self.guests)
 
-    def close(self) -> None:
+    def destroy_running(self) -> None:
+        """Destroy every guest still running: after each scenario, so that a scenario cut
+        short leaves nothing for the next one's server to act on (an automatic ISO
+        fallback would provision a guest it left behind)."""
         for guest in self.guests:
             if guest.domid() is not None:
                 run(["xl", "destroy", guest.name], check=False)
+
+    def close(self) -> None:
+        self.destroy_running()
         if self._server is not None:
             self._server.stop()
 
@@ -422,20 +428,26 @@ def create_all(guests: list[Guest], paused: bool = False) -> None:
         create_one(guest, paused)
 
 
-DM_TIMEOUT = "Post DM startup configs failed"  # libxl gave up waiting for the qdisk backend
+# libxl's own timeouts on a starved dom0: where `xl create` is worth once more
+LATE_IN_DOM0 = {
+    "Post DM startup configs failed": "the qdisk device model was late",
+    "because of timeout": "a hotplug script (vif-bridge) was late",
+}
 
 
 def create_one(guest: Guest, paused: bool = False) -> None:
-    """`xl create`, once more after libxl timed out waiting for the qdisk device model:
-    under TCG a busy dom0 starts it late now and then (rc=-9), and libxl destroys the
+    """`xl create`, once more after libxl timed out waiting for dom0's side of the
+    guest: under TCG a busy dom0 now and then starts the qdisk device model late (rc=-9)
+    or runs `vif-bridge online` past libxl's hotplug timeout, and libxl destroys the
     half-made domain itself."""
     for attempt in (1, 2):
         proc = guest.create(paused)
         output, _ = proc.communicate(timeout=300)
         if proc.returncode == 0:
             return
-        if attempt == 1 and DM_TIMEOUT in output:
-            step(f"xl create {guest.name}: the device model was late; once more")
+        late = next((why for words, why in LATE_IN_DOM0.items() if words in output), None)
+        if attempt == 1 and late:
+            step(f"xl create {guest.name}: {late}; once more")
             wait_for(f"{guest.name} gone", lambda: guest.domid() is None, 60, 2.0)
             continue
         raise CommandFailed(f"xl create {guest.name} failed: {output.strip()[-800:]}")
@@ -476,6 +488,27 @@ def dump(title: str, text: str) -> None:
     say(f"lab| ===== {title}")
     for line in text.splitlines():
         say(f"lab| {line}")
+
+
+def network_diagnostics(guest: Guest) -> None:
+    """Where a guest's frames may stop on their way to dom0: its vif's place on the
+    bridge and its counters, its vif backend in xenstore, the bridge guard's view (bound
+    ports, drops) and the guest's own words about its network."""
+    domid = guest.domid()
+    port = f"vif{domid}.0"
+    dump("bridge link", run(["bridge", "link", "show"], check=False).stdout)
+    dump(f"ip -s link {port}", run(["ip", "-s", "-d", "link", "show", port], check=False).stdout)
+    backend = f"/local/domain/0/backend/vif/{domid}/0"
+    dump(backend, run(["xenstore-ls", "-f", backend], check=False).stdout)
+    status, body = admin("GET", "/api/v1/guard")
+    dump("GET /api/v1/guard", f"{status} {json.dumps(body, indent=1)}")
+    dump("nft list ruleset (counters)", run(["nft", "list", "ruleset"], check=False).stdout)
+    said = [
+        line
+        for line in guest.console().splitlines()
+        if any(w in line for w in ("eth0", "netfront", "vif", "networkd", "DHCP", "enX"))
+    ]
+    dump(f"{guest.name}'s console about its network", "\n".join(said[-60:]))
 
 
 def diagnostics(guests: list[Guest]) -> None:
