@@ -4,6 +4,7 @@ a datagram that does not frame gets."""
 
 from __future__ import annotations
 
+import errno
 import socket
 import struct
 from collections.abc import Iterator
@@ -159,3 +160,42 @@ def test_odd_messages_are_passed_over_or_cut_at_the_bad_attribute() -> None:
         (wire.RTM_NEWNEIGH, 3, "198.18.40.9"),
         (wire.RTM_NEWNEIGH, 3, None),
     ]
+
+
+@pytest.mark.root
+def test_one_neighbour_entry_asked_of_the_kernel() -> None:
+    """RTM_GETNEIGH for one address, built and read here, answered by the real kernel
+    as pyroute2 reads the same entry; an address without an entry is ENOENT."""
+    need_root()
+    need_tools("ip")
+    ns = Netns(unique("wireq"))
+    run(["ip", "netns", "add", ns.name])
+    try:
+        for step in (
+            "link add dq0 type veth peer name dq1",
+            "link set dq0 up",
+            "neigh add 198.18.40.8 lladdr 02:00:C6:12:28:08 dev dq0",
+            "neigh add 2001:db8::8 lladdr 02:00:c6:12:28:09 dev dq0",
+        ):
+            ns.run("ip", *step.split())
+        with in_netns(ns.name):
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
+            with IPRoute() as ipr:
+                index = ipr.link_lookup(ifname="dq0")[0]
+                theirs = ipr.neigh("get", dst="198.18.40.8", ifindex=index)[0]
+        with sock:
+            sock.settimeout(2)
+            answers = {}
+            for number, address in enumerate(("198.18.40.8", "2001:db8::8", "198.18.40.99"), 1):
+                sock.send(wire.neighbour_request(number, address, index))
+                (reply,) = wire.neighbour_replies(sock.recv(1 << 16))
+                assert reply.sequence == number
+                answers[address] = reply
+    finally:
+        run(["ip", "netns", "del", ns.name], check=False)
+    assert answers["198.18.40.8"].lladdr == theirs.get("lladdr") == "02:00:c6:12:28:08"
+    assert answers["198.18.40.8"].state == theirs["state"]
+    assert answers["198.18.40.8"].error == 0
+    assert answers["2001:db8::8"].lladdr == "02:00:c6:12:28:09"
+    assert answers["198.18.40.99"].error == errno.ENOENT
+    assert answers["198.18.40.99"].lladdr is None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import time
 from dataclasses import dataclass
 from socket import AF_INET, AF_INET6
@@ -29,6 +30,7 @@ from pyroute2.netlink.rtnl import (
 )
 
 from metadata_server.netlink.events import EventWatch
+from metadata_server.netlink.neighbour_query import NeighbourQuery
 from metadata_server.netlink.wire import NDA_DST, Event
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,7 @@ class NetlinkNeighbours:
 
     def __init__(self, clock: Any = time.monotonic) -> None:
         self._ipr: Any = None
+        self._query: NeighbourQuery | None = None
         self._watch: EventWatch | None = None
         self._route_watch: EventWatch | None = None
         self._clock = clock
@@ -86,6 +89,8 @@ class NetlinkNeighbours:
     async def start(self) -> None:
         self._ipr = AsyncIPRoute()
         await self._ipr.setup_endpoint()
+        self._query = NeighbourQuery()
+        await self._query.start()
         self._watch = EventWatch(
             RTMGRP_NEIGH, "neighbour-watch", self._take, on_gap=self.changed_all
         )
@@ -103,6 +108,9 @@ class NetlinkNeighbours:
             if watch is not None:
                 await watch.stop()
         self._watch = self._route_watch = None
+        if self._query is not None:
+            await self._query.stop()
+            self._query = None
         if self._ipr is not None:
             self._ipr.close()
         self._ipr = None
@@ -203,18 +211,14 @@ class NetlinkNeighbours:
         local, ifindex = route
         if local:
             return PeerLink(local=True, ifindex=None, mac=None)
-        mac: str | None = None
+        if ifindex is None:
+            return PeerLink(local=False, ifindex=None, mac=None)
         # One entry asked for (RTM_GETNEIGH), not the whole table dumped: a boot storm's
         # table holds every guest, and each new connection asks.
-        try:
-            entries = await self._ipr.neigh("get", dst=address, ifindex=ifindex)
-        except NetlinkError as exc:  # no entry: nobody holds the address now
-            log.debug("no neighbour entry for %s: %s", address, exc)
-            entries = []
-        if hasattr(entries, "__aiter__"):
-            entries = [entry async for entry in entries]
-        for entry in entries:
-            if entry.get("dst") != address or entry["state"] & (NUD_INCOMPLETE | NUD_FAILED):
-                continue
-            mac = entry.get("lladdr")
-        return PeerLink(local=False, ifindex=ifindex, mac=mac.lower() if mac else None)
+        assert self._query is not None
+        reply = await self._query.entry(address, ifindex)
+        if reply.error:  # ENOENT: no entry, nobody holds the address now
+            log.debug("no neighbour entry for %s: %s", address, os.strerror(reply.error))
+            return PeerLink(local=False, ifindex=ifindex, mac=None)
+        usable = reply.lladdr and not reply.state & (NUD_INCOMPLETE | NUD_FAILED)
+        return PeerLink(local=False, ifindex=ifindex, mac=reply.lladdr if usable else None)
