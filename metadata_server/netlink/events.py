@@ -132,15 +132,45 @@ class EventWatch:
                 await asyncio.sleep(1.0)
 
     async def _read(self, sock: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            datagram, (sender, _groups) = await loop.sock_recvfrom(sock, DATAGRAM)
-            if sender != KERNEL:
-                continue  # only the kernel speaks for the kernel
-            if len(datagram) >= DATAGRAM:
-                raise WireError("a datagram filled the buffer: it may have been cut")
-            for event in parse(datagram):
+        """Take the socket's datagrams until reading fails (raised here)."""
+        await drain_while_readable(sock, self._take)
+
+    def _take(self, datagram: bytes, sender: int) -> None:
+        if sender != KERNEL:
+            return  # only the kernel speaks for the kernel
+        if len(datagram) >= DATAGRAM:
+            raise WireError("a datagram filled the buffer: it may have been cut")
+        for event in parse(datagram):
+            try:
+                self._on_message(event)
+            except Exception:  # one odd message must not end the watch
+                log.exception("%s: could not take a netlink event", self._name)
+
+
+async def drain_while_readable(sock: socket.socket, take: Callable[[bytes, int], None]) -> None:
+    """Hand every datagram of `sock` (non-blocking) to `take(datagram, sender port id)`,
+    all that are queued each time the socket turns readable, until reading or `take`
+    raises: that is raised here. One reader registered for the socket's life, not one per
+    datagram (`sock_recvfrom` registers and unregisters the socket with epoll for each;
+    a booting guest brings dozens of link, address, route and neighbour events)."""
+    loop = asyncio.get_running_loop()
+    failed: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        try:
+            while True:
                 try:
-                    self._on_message(event)
-                except Exception:  # one odd message must not end the watch
-                    log.exception("%s: could not take a netlink event", self._name)
+                    datagram, (sender, _groups) = sock.recvfrom(DATAGRAM)
+                except BlockingIOError:
+                    return
+                take(datagram, sender)
+        except Exception as exc:
+            loop.remove_reader(sock.fileno())
+            if not failed.done():
+                failed.set_exception(exc)
+
+    loop.add_reader(sock.fileno(), readable)
+    try:
+        await failed
+    finally:
+        loop.remove_reader(sock.fileno())

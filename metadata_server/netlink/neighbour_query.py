@@ -15,7 +15,7 @@ import socket
 
 from pyroute2.netlink import NETLINK_ROUTE
 
-from metadata_server.netlink.events import DATAGRAM, KERNEL
+from metadata_server.netlink.events import KERNEL, drain_while_readable
 from metadata_server.netlink.wire import NeighbourReply, neighbour_replies, neighbour_request
 
 log = logging.getLogger(__name__)
@@ -65,17 +65,18 @@ class NeighbourQuery:
         finally:
             self._waiting.pop(number, None)
 
+    def _take(self, datagram: bytes, sender: int) -> None:
+        if sender != KERNEL:
+            return
+        for reply in neighbour_replies(datagram):
+            waiter = self._waiting.pop(reply.sequence, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(reply)
+
     async def _read(self, sock: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             try:
-                datagram, (sender, _groups) = await loop.sock_recvfrom(sock, DATAGRAM)
-                if sender != KERNEL:
-                    continue
-                for reply in neighbour_replies(datagram):
-                    waiter = self._waiting.pop(reply.sequence, None)
-                    if waiter is not None and not waiter.done():
-                        waiter.set_result(reply)
+                await drain_while_readable(sock, self._take)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
