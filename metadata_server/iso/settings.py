@@ -47,6 +47,12 @@ ISO_VDEV = Setting("iso.vdev", Text(), "xvdd", "virtual device the ISO is attach
 ISO_COMMAND_TIMEOUT = Setting(
     "iso.command_timeout", Number(), 30.0, "seconds one xl or xenstore command may take"
 )
+ISO_PARALLEL_COMMANDS = Setting(
+    "iso.parallel_commands",
+    Integer(minimum=1),
+    8,
+    "xl and xenstore commands run at once; the others wait (their timeout starts when they run)",
+)
 ISO_AUTO = Setting("iso.auto", Flag(), False, "provision late guests by ISO automatically")
 ISO_AUTO_AFTER = Setting(
     "iso.auto_after", Number(), 120.0, "seconds after the lease (or domain start) to wait"
@@ -65,6 +71,7 @@ ISO_SETTINGS: tuple[Setting[Any], ...] = (
     ISO_XENSTORED_PATH,
     ISO_VDEV,
     ISO_COMMAND_TIMEOUT,
+    ISO_PARALLEL_COMMANDS,
     ISO_AUTO,
     ISO_AUTO_AFTER,
     ISO_AUTO_INTERVAL,
@@ -142,6 +149,7 @@ def iso_settings(values: Values, db_dir: Path) -> IsoSettings:
             xenstored_path=values[ISO_XENSTORED_PATH] or None,
             vdev=values[ISO_VDEV],
             command_timeout=_positive(values, ISO_COMMAND_TIMEOUT),
+            parallel_commands=values[ISO_PARALLEL_COMMANDS],
         )
     except InvalidInput as exc:
         raise ConfigError(f"iso.{exc.field}: {exc.detail}") from None

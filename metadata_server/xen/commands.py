@@ -33,8 +33,21 @@ async def run_command(
     timeout: float,
     env: Mapping[str, str] | None = None,
     check: bool = True,
+    slots: asyncio.Semaphore | None = None,
 ) -> CommandResult:
-    """Run `argv` to completion; with `check`, a non-zero exit raises XenCommandFailed."""
+    """Run `argv` to completion; with `check`, a non-zero exit raises XenCommandFailed.
+    With `slots`, the command waits for one (a queue, not a timeout: a hundred ISO flows
+    at once each run a few commands, and xenstored answers them one after the other);
+    its timeout counts from its start."""
+    if slots is None:
+        return await _run(argv, timeout=timeout, env=env, check=check)
+    async with slots:
+        return await _run(argv, timeout=timeout, env=env, check=check)
+
+
+async def _run(
+    argv: Sequence[str], *, timeout: float, env: Mapping[str, str] | None, check: bool
+) -> CommandResult:
     log.debug("running %s", argv)
     try:
         proc = await asyncio.create_subprocess_exec(

@@ -87,10 +87,12 @@ class XenHost:
 
     def __init__(self, settings: XenSettings | None = None) -> None:
         self.settings = settings or XenSettings()
+        self.slots = asyncio.Semaphore(self.settings.parallel_commands)
         self.xenstore = XenstoreTools(
             xenstored_path=self.settings.xenstored_path,
             bin_dir=self.settings.xenstore_bin_dir,
             timeout=self.settings.command_timeout,
+            slots=self.slots,
         )
 
     @staticmethod
@@ -105,6 +107,7 @@ class XenHost:
             [*self.settings.xl_command, *args],
             timeout=self.settings.command_timeout,
             env=self.xenstore.env,
+            slots=self.slots,
         )
 
     def disk_spec(self, iso_path: str) -> str:

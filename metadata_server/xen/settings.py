@@ -21,9 +21,12 @@ class XenSettings:
     xenstore_bin_dir: str | None = None
     vdev: str = "xvdd"
     command_timeout: float = 30.0
+    parallel_commands: int = 8  # xl and xenstore-* commands at once; more wait their turn
 
     def __post_init__(self) -> None:
         if not self.xl_command:
             raise InvalidInput("xl_command must name a program", field="xl_command")
+        if self.parallel_commands < 1:
+            raise InvalidInput("parallel_commands must be at least 1", field="parallel_commands")
         if not _VDEV_RE.fullmatch(self.vdev):
             raise InvalidInput(f"{self.vdev!r} is not a virtual device name", field="vdev")

@@ -22,7 +22,7 @@ import os
 import re
 from collections.abc import AsyncIterator, Sequence
 
-from metadata_server.xen.commands import run_command
+from metadata_server.xen.commands import CommandResult, run_command
 from metadata_server.xen.errors import XenCommandFailed
 
 log = logging.getLogger(__name__)
@@ -116,10 +116,12 @@ class XenstoreTools:
         xenstored_path: str | None = None,
         bin_dir: str | None = None,
         timeout: float = 10.0,
+        slots: asyncio.Semaphore | None = None,
     ) -> None:
         self.xenstored_path = xenstored_path
         self.bin_dir = bin_dir
         self.timeout = timeout
+        self.slots = slots  # shared with xl's commands (XenHost)
 
     @property
     def env(self) -> dict[str, str]:
@@ -135,7 +137,7 @@ class XenstoreTools:
     async def read(self, path: str) -> str | None:
         """The node's value, or None when it is missing (or unreadable)."""
         argv = self.argv("xenstore-read", "-R", path)
-        result = await run_command(argv, timeout=self.timeout, env=self.env, check=False)
+        result = await self._command(argv, check=False)
         if result.returncode == 0:
             return result.stdout.decode("utf-8", "replace")
         if result.returncode == 1 and "couldn't read path" in result.stderr:
@@ -144,7 +146,7 @@ class XenstoreTools:
 
     async def exists(self, path: str) -> bool:
         argv = self.argv("xenstore-exists", path)
-        result = await run_command(argv, timeout=self.timeout, env=self.env, check=False)
+        result = await self._command(argv, check=False)
         if result.returncode == 0:
             return True
         if result.returncode == 1 and not result.stderr.strip():
@@ -164,7 +166,7 @@ class XenstoreTools:
     async def list_values(self, path: str) -> dict[str, str | None] | None:
         """Every node below `path` → its value (`xenstore-ls -f`); None if `path` is missing."""
         argv = self.argv("xenstore-ls", "-f", path)
-        result = await run_command(argv, timeout=self.timeout, env=self.env, check=False)
+        result = await self._command(argv, check=False)
         if result.returncode == 0:
             return parse_ls_flat(result.stdout.decode("utf-8", "replace"))
         if "No such file or directory" in result.stderr and "xs_directory" in result.stderr:
@@ -172,7 +174,12 @@ class XenstoreTools:
         raise XenCommandFailed(argv, f"failed (exit {result.returncode})", stderr=result.stderr)
 
     async def _run(self, tool: str, *args: str) -> None:
-        await run_command(self.argv(tool, *args), timeout=self.timeout, env=self.env)
+        await self._command(self.argv(tool, *args))
+
+    async def _command(self, argv: list[str], check: bool = True) -> CommandResult:
+        return await run_command(
+            argv, timeout=self.timeout, env=self.env, check=check, slots=self.slots
+        )
 
     @contextlib.asynccontextmanager
     async def watch(self, *paths: str) -> AsyncIterator[XenstoreWatch]:

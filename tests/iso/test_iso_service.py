@@ -53,6 +53,7 @@ def test_defaults() -> None:
         ({"iso.auto": True, "iso.auto_after": -1}, "iso.auto_after must be"),
         ({"iso.auto": True, "iso.auto_interval": 0}, "iso.auto_interval must be"),
         ({"iso.auto": True, "iso.auto_parallel": 0}, "iso.auto_parallel must be"),
+        ({"iso.parallel_commands": 0}, "iso.parallel_commands: .* must be at least 1"),
     ],
     ids=[
         "layout",
@@ -64,6 +65,7 @@ def test_defaults() -> None:
         "auto-after",
         "auto-interval",
         "auto-parallel",
+        "parallel-commands",
     ],
 )
 def test_bad_settings(overrides: dict[str, Any], words: str) -> None:

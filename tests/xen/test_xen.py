@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from metadata_server.errors import InvalidInput
+from metadata_server.xen.commands import run_command
 from metadata_server.xen.errors import (
     GuestGone,
     GuestReportedFailure,
@@ -401,3 +402,22 @@ async def test_xenstore_tools_round_trip(xenstored: ServerThread, host: XenHost)
     assert await tools.exists("/rt/key")
     await tools.rm("/rt")
     assert not await tools.exists("/rt")
+
+
+# --- commands wait for a slot -------------------------------------------------------------
+
+
+async def test_commands_queue_for_slots_and_time_out_only_while_running(tmp_path: Path) -> None:
+    """One slot: four commands that would collide (each holds a directory while it runs)
+    run one after the other, and each gets its whole timeout once it starts, however long
+    it waited (a queued command is not a slow one)."""
+    held = tmp_path / "held"
+    argv = ["sh", "-c", f"mkdir {held} || exit 3; sleep 0.2; rmdir {held}"]
+    slots = asyncio.Semaphore(1)
+    results = await asyncio.gather(*(run_command(argv, timeout=0.5, slots=slots) for _ in range(4)))
+    assert [r.returncode for r in results] == [0, 0, 0, 0]
+
+
+def test_parallel_commands_must_be_positive() -> None:
+    with pytest.raises(InvalidInput, match="parallel_commands must be at least 1"):
+        XenSettings(parallel_commands=0)
