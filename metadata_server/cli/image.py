@@ -8,13 +8,19 @@
 on Ctrl-C or SIGTERM it stops, undoes what it did, says so and exits 130 (143 for
 SIGTERM). `clone` prints the delta's path. `show` prints a master's record (JSON), after
 checking the master against it.
+
+`METADATA_SERVER_IMAGE_PAUSE_AT=TEXT` makes prepare wait 10 s after the progress line
+that starts with TEXT: for tests that interrupt it between two given steps, and for
+looking at what a step holds (the working copy, the loop device, the mount).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +34,8 @@ from metadata_server.images.record import MasterRecord, read_master
 from metadata_server.signing import ensure_key
 
 FORMATS = tuple(QEMU_FORMATS)
+PAUSE_VARIABLE = "METADATA_SERVER_IMAGE_PAUSE_AT"
+PAUSE = 10.0
 
 
 def add_parsers(commands: Any, add_common: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -59,6 +67,9 @@ def add_parsers(commands: Any, add_common: Callable[[argparse.ArgumentParser], N
 
 def _say(line: str) -> None:
     print(f"image prepare: {line}", file=sys.stderr, flush=True)
+    pause_at = os.environ.get(PAUSE_VARIABLE)
+    if pause_at and line.startswith(pause_at):
+        time.sleep(PAUSE)
 
 
 def prepare(args: argparse.Namespace, settings_from: Callable[..., Settings]) -> int:

@@ -39,16 +39,13 @@ class ImageInfo:
 
 
 def image_info(tools: Tools, path: Path, *, what: str) -> ImageInfo:
-    """`qemu-img info` of `path` (it takes QEMU's image lock: a file that a running QEMU
-    holds open for writing is refused, as `what` in use)."""
+    """`qemu-img info` of `path`, `what` in messages. On a qcow2 or vhd file it takes
+    QEMU's image lock: one that a running QEMU holds open for writing is refused as in
+    use (on a raw file it does not: see convert())."""
     try:
         out = run([tools["qemu-img"], "info", "--output=json", str(path)])
     except ImageToolFailed as error:
-        if LOCKED in error.stderr:
-            raise ImageError(
-                f"{what} {path} is in use: a process holds QEMU's write lock on it "
-                "(a running guest, qemu-io, qemu-nbd?)"
-            ) from None
+        _refuse_if_locked(error, what, path)
         raise ImageError(f"{what} {path} is not a disk image qemu-img can read") from error
     data: dict[str, Any] = json.loads(out)
     return ImageInfo(
@@ -58,24 +55,27 @@ def image_info(tools: Tools, path: Path, *, what: str) -> ImageInfo:
     )
 
 
+def _refuse_if_locked(error: ImageToolFailed, what: str, path: Path) -> None:
+    if LOCKED in error.stderr:
+        raise ImageError(
+            f"{what} {path} is in use: a process holds QEMU's write lock on it "
+            "(a running guest, qemu-io, qemu-nbd?)"
+        ) from None
+
+
 def convert(
     tools: Tools, source: Path, source_format: str, target: Path, target_format: str
 ) -> None:
-    """`qemu-img convert` of `source` into the new file `target`."""
-    run(
-        [
-            tools["qemu-img"],
-            "convert",
-            "-f",
-            source_format,
-            "-O",
-            target_format,
-            *CREATE_OPTIONS.get(target_format, []),
-            str(source),
-            str(target),
-        ],
-        timeout=None,
-    )
+    """`qemu-img convert` of `source` into the new file `target`. It takes QEMU's lock
+    on `source`, which `qemu-img info` does not on a raw file: a raw source in use is
+    found here."""
+    argv = [tools["qemu-img"], "convert", "-f", source_format, "-O", target_format]
+    argv += [*CREATE_OPTIONS.get(target_format, []), str(source), str(target)]
+    try:
+        run(argv, timeout=None)
+    except ImageToolFailed as error:
+        _refuse_if_locked(error, "the image", source)
+        raise
 
 
 def probe(tools: Tools, target: Path | str) -> dict[str, str]:

@@ -93,7 +93,7 @@ def parse_record(obj: Any, where: Path) -> MasterRecord:
         value = obj.get(name)
         wanted = {"int": int, "bool": bool, "str": str}.get(kind, list)
         if not isinstance(value, wanted) or (wanted is int and isinstance(value, bool)):
-            raise bad(f"{name} is missing or not a {wanted.__name__}")
+            raise bad(f"{name} is missing or not of type {wanted.__name__}")
         values[name] = value
     if not all(isinstance(change, str) for change in values["changes"]):
         raise bad("changes is not a list of strings")
