@@ -46,7 +46,9 @@ def image_info(tools: Tools, path: Path, *, what: str) -> ImageInfo:
         out = run([tools["qemu-img"], "info", "--output=json", str(path)])
     except ImageToolFailed as error:
         _refuse_if_locked(error, what, path)
-        raise ImageError(f"{what} {path} is not a disk image qemu-img can read") from error
+        lines = [line for line in error.stderr.splitlines() if line.strip()]
+        reason = lines[-1].removeprefix("qemu-img: ") if lines else "no reason given"
+        raise ImageError(f"qemu-img cannot read {what} {path}: {reason}") from None
     data: dict[str, Any] = json.loads(out)
     return ImageInfo(
         format=str(data.get("format", "")),

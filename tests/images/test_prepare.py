@@ -133,3 +133,5 @@ def test_prepare_a_vhd_master(
     assert json.loads(sh("qemu-img", "info", "--output=json", master))["format"] == "vpc"
     assert json.loads(out)["format"] == "vhd"
     assert read_master(master, verify=True).sha256 == sha256(master)
+    assert main(["image", "show", str(master), "--verify"]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(out)
