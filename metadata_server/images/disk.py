@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -141,12 +142,27 @@ def mounted(
     """`device` mounted at `mountpoint`; nothing on it can be a device, run or setuid
     on the host (the image is the guest's, not ours)."""
     options = "nodev,nosuid,noexec" + (",ro" if read_only else "")
+    if fstype == "xfs":
+        options += ",nouuid"  # a copy of a disk this host has mounted has the same UUID
     run([tools["mount"], "-t", fstype, "-o", options, device, str(mountpoint)])
     try:
         yield mountpoint
     finally:
         with signals_deferred():
             _busy_retry([tools["umount"], str(mountpoint)], f"unmount {mountpoint}")
+
+
+def trim_free_space(tools: Tools, mountpoint: Path) -> str:
+    """Discard the free blocks of the filesystem at `mountpoint`: on a loop device that
+    punches holes in the file, so removed files' old bytes are zeros (and take no room
+    in a converted image). What happened, in words; a filesystem that cannot be trimmed
+    is said, not an error."""
+    os.sync()  # blocks freed by a transaction not yet committed cannot be trimmed
+    try:
+        run([tools["fstrim"], str(mountpoint)], timeout=None)
+    except ImageToolFailed as error:
+        return f"free space not trimmed (old bytes of removed files may remain): {error.detail}"
+    return "free space trimmed (zeros)"
 
 
 def _busy_retry(argv: list[str], what: str) -> None:

@@ -22,7 +22,6 @@ import contextlib
 import importlib.resources
 import os
 import re
-import shutil
 import stat
 from pathlib import Path
 
@@ -58,6 +57,7 @@ INSTALLER_PATHS = (
 )
 STATE = "var/lib/metadata-init"
 REMOVED_PER_CLONE = ("var/lib/dbus/machine-id", "var/lib/systemd/random-seed")
+CHUNK = 1 << 20
 VERIFY_KEY_RE = re.compile(r"[A-Za-z0-9+/]{16,4096}={0,2}")
 
 HOST_KEYS_UNIT_NAME = "metadata-init-ssh-host-keys.service"
@@ -131,32 +131,64 @@ def set_verify_key(root: Path, key: str) -> None:
 
 
 def clear_clone_state(root: Path) -> list[str]:
-    """Remove or empty what every clone must make for itself; what was done, in words."""
+    """Remove or empty what every clone must make for itself; what was done, in words.
+    Files go through `_scrub` (their bytes zeroed in place first), so the old host
+    keys, machine id and state do not stay in the image's free blocks where a trim
+    cannot reach (a block smaller than the host's page, or no trim at all)."""
     done = []
     machine_id = guest_path(root, "etc/machine-id")
-    _replace(machine_id, "", 0o444)
+    if machine_id.is_file() and not machine_id.is_symlink():
+        _scrub(machine_id, keep=True)
+    else:
+        _remove(machine_id)
+        _replace(machine_id, "", 0o444)
     done.append("/etc/machine-id emptied")
     for relative in REMOVED_PER_CLONE:
         path = guest_path(root, relative)
-        if (os.path.lexists(path) and not path.is_dir()) or path.is_symlink():
-            path.unlink()
+        if os.path.lexists(path) and not (path.is_dir() and not path.is_symlink()):
+            _remove(path)
             done.append(f"/{relative} removed")
     ssh = guest_path(root, "etc/ssh", leaf=True)
     if ssh.is_dir():
         keys = sorted(p for p in ssh.iterdir() if p.name.startswith("ssh_host_"))
         for key in keys:
-            if key.is_symlink() or not key.is_dir():
-                key.unlink()
+            _remove(key)
         done.append(f"the SSH host keys removed ({len(keys)} files)")
     state = guest_path(root, STATE)
     if state.is_dir() and not state.is_symlink():
         for entry in state.iterdir():
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)  # never follows links inside
-            else:
-                entry.unlink()
+            _remove(entry)
         done.append(f"/{STATE} emptied")
     return done
+
+
+def _remove(path: Path) -> None:
+    """`path` removed as itself: a link unlinked, a file scrubbed and unlinked, a
+    directory emptied the same way (never following a link) and removed."""
+    if path.is_dir() and not path.is_symlink():
+        for entry in path.iterdir():
+            _remove(entry)
+        path.rmdir()
+    elif path.is_file() and not path.is_symlink():
+        _scrub(path, keep=False)
+    elif os.path.lexists(path):
+        path.unlink()
+
+
+def _scrub(path: Path, *, keep: bool) -> None:
+    """Overwrite the regular file `path` with zeros (on disk: fsync) and then truncate
+    it (`keep`) or unlink it."""
+    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        size = os.fstat(fd).st_size
+        while size > 0:
+            size -= os.write(fd, bytes(min(size, CHUNK)))
+        os.fsync(fd)
+        os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)
+    if not keep:
+        path.unlink()
 
 
 def regenerate_host_keys_at_first_boot(root: Path, init: str) -> str:

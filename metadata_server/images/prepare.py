@@ -3,7 +3,9 @@
 The source is never written: it is converted into a raw working copy in a private
 temporary directory next to the output (`.MASTER.*.prepare`, 0700), and everything
 happens there. The working copy's Linux root (locate.py) is loop-attached and mounted,
-changed (guest_tree.py), unmounted and detached; the copy is converted to the master's
+changed (guest_tree.py), its free space trimmed (so that what was removed, the SSH host
+keys among it, is zeros in the master, not recoverable from free blocks), unmounted and
+detached; the copy is converted to the master's
 format under a temporary name, hashed, made read-only (0444), and linked into place
 with its record: `os.link` does not replace a file that appeared meanwhile, so an
 existing output is never overwritten. Whatever happens (an error, a full disk, Ctrl-C,
@@ -25,7 +27,14 @@ from pathlib import Path
 
 from metadata_server import __version__
 from metadata_server.errors import os_reason
-from metadata_server.images.disk import QEMU_FORMATS, convert, image_info, loop_device, mounted
+from metadata_server.images.disk import (
+    QEMU_FORMATS,
+    convert,
+    image_info,
+    loop_device,
+    mounted,
+    trim_free_space,
+)
 from metadata_server.images.errors import ImageError, ImageToolFailed
 from metadata_server.images.guest_tree import (
     clear_clone_state,
@@ -54,10 +63,21 @@ LOCATING = "looking for the Linux root"
 MOUNTING = "mounting the root filesystem"
 INSTALLING = "installing the guest boot script"
 CLEARING = "clearing what each clone makes for itself"
+TRIMMING = "trimming the filesystem's free space"
 UNMOUNTING = "unmounting"
 WRITING = "writing the master"
 HASHING = "computing the image id"
-STEPS = (CONVERTING, LOCATING, MOUNTING, INSTALLING, CLEARING, UNMOUNTING, WRITING, HASHING)
+STEPS = (
+    CONVERTING,
+    LOCATING,
+    MOUNTING,
+    INSTALLING,
+    CLEARING,
+    TRIMMING,
+    UNMOUNTING,
+    WRITING,
+    HASHING,
+)
 
 
 @dataclass(frozen=True)
@@ -125,6 +145,8 @@ def prepare_master(
                     changes.append("verify_key set in /etc/metadata-init.conf")
                 changes += clear_clone_state(mountpoint)
                 changes.append(regenerate_host_keys_at_first_boot(mountpoint, init))
+            progress(TRIMMING)
+            changes.append(trim_free_space(tools, mountpoint))
             progress(UNMOUNTING)
 
         progress(f"{WRITING}: {request.format}")

@@ -30,10 +30,11 @@ PACKAGES = {
     "umount": "mount",
     "blkid": "util-linux",
     "sfdisk": "fdisk",
+    "fstrim": "util-linux",
     "sh": "dash",
 }
 SYSTEM_DIRS = ("/usr/sbin", "/sbin", "/usr/bin", "/bin")
-PREPARE_TOOLS = ("qemu-img", "losetup", "mount", "umount", "blkid", "sfdisk", "sh")
+PREPARE_TOOLS = ("qemu-img", "losetup", "mount", "umount", "blkid", "sfdisk", "fstrim", "sh")
 VHD_UTIL_MISSING = (
     "vhd-util is not installed: `--format vhd` needs it (blktap's vhd-util, which Debian "
     "does not package: build it from Xen's blktap sources), or use --format qcow2"

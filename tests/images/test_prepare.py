@@ -16,9 +16,19 @@ from metadata_server.images.guest_tree import HOST_KEYS_RC_LINE, HOST_KEYS_UNIT_
 from metadata_server.images.prepare import STEPS
 from metadata_server.images.record import read_master
 from metadata_server.signing import load_key
-from tests.images.conftest import Sources, opened, sh, sha256
+from tests.images.conftest import MACHINE_ID, Sources, opened, sh, sha256
 
 GUEST_INIT = Path(__file__).resolve().parents[2] / "guest_init"
+
+
+def sh_bytes(image: Path, scratch: Path) -> bytes:
+    """The disk `image` holds, as bytes."""
+    disk = scratch / "source.raw"
+    sh("qemu-img", "convert", "-O", "raw", image, disk)
+    try:
+        return disk.read_bytes()
+    finally:
+        disk.unlink()
 
 
 def prepare(
@@ -56,6 +66,20 @@ def test_prepare_makes_a_master(
     assert json.loads(saved) == record
     assert stat.S_IMODE((clean / "master.qcow2.image.json").stat().st_mode) == 0o444
     assert sorted(p.name for p in clean.iterdir()) == ["master.qcow2", "master.qcow2.image.json"]
+
+    # what was removed is not in the master's bytes either (its free space was trimmed)
+    disk = clean / "check.raw"
+    sh("qemu-img", "convert", "-O", "raw", master, disk)
+    data = disk.read_bytes()
+    disk.unlink()
+    assert b"i-template mac uuid" in sh_bytes(getattr(sources, name), clean)
+    for removed in (
+        b"ssh_host_ed25519_key of the template",
+        MACHINE_ID.encode(),
+        b"i-template mac uuid",
+    ):
+        assert removed not in data
+    assert "free space trimmed (zeros)" in record["changes"]
 
     offset = sources.partitioned_root_offset if name == "partitioned" else 0
     with opened(master, clean, offset=offset) as top:
