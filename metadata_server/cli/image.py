@@ -89,7 +89,7 @@ def prepare(args: argparse.Namespace, settings_from: Callable[..., Settings]) ->
                 "what it had made is removed",
                 file=sys.stderr,
             )
-            return 143 if isinstance(interrupt, Terminated) else 130
+            return _interrupted_status(interrupt)
     _print_record(record)
     return 0
 
@@ -98,9 +98,9 @@ def clone(args: argparse.Namespace, settings_from: Callable[..., Settings]) -> i
     with sigterm_interrupts():
         try:
             clone_master(args.master, args.out, fmt=args.format, verify=args.verify)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
             print("metadata-server: image clone stopped; no delta was made", file=sys.stderr)
-            return 130
+            return _interrupted_status(interrupt)
     print(args.out)
     return 0
 
@@ -108,6 +108,11 @@ def clone(args: argparse.Namespace, settings_from: Callable[..., Settings]) -> i
 def show(args: argparse.Namespace, settings_from: Callable[..., Settings]) -> int:
     _print_record(read_master(args.master, verify=args.verify))
     return 0
+
+
+def _interrupted_status(interrupt: KeyboardInterrupt) -> int:
+    """The shell's status for a command ended by SIGTERM (143) or SIGINT (130)."""
+    return 143 if isinstance(interrupt, Terminated) else 130
 
 
 def _print_record(record: MasterRecord) -> None:

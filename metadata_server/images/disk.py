@@ -29,7 +29,7 @@ BUSY_PAUSE = 0.2  # ... this many seconds apart (a killed tool's children exitin
 LOCKED = 'Failed to get shared "write" lock'
 # qemu-img's names for the formats a master may have, by this project's names
 QEMU_FORMATS = {"qcow2": "qcow2", "vhd": "vpc"}
-CREATE_OPTIONS = {"qcow2": [], "vhd": ["-o", "subformat=dynamic,force_size=on"]}
+CREATE_OPTIONS = {"vpc": ["-o", "subformat=dynamic,force_size=on"]}  # by qemu-img's name
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ from metadata_server.images.guest_tree import (
     set_verify_key,
 )
 from metadata_server.images.interrupts import hold, holdings, signals_deferred
-from metadata_server.images.locate import locate_root
+from metadata_server.images.locate import RootLocation, locate_root
 from metadata_server.images.record import (
     MasterRecord,
     digest_file,
@@ -105,8 +105,6 @@ def check_request(source: Path, out: Path, fmt: str) -> Tools:
     for path in (out, record_path(out)):
         if os.path.lexists(path):
             raise ImageError(f"{path} exists: give a new name (a master is never replaced)")
-    if os.path.realpath(source) == os.path.realpath(out):
-        raise ImageError("the source and the output are the same file")
     return tools
 
 
@@ -129,25 +127,7 @@ def prepare_master(
         progress(LOCATING)
         root = locate_root(tools, raw, mountpoint, source=source)
         progress(f"{MOUNTING}: {root.where} ({root.fstype})")
-        with holdings() as mounts:
-            device = hold(mounts, loop_device(tools, raw, offset=root.offset, size=root.size))
-            hold(mounts, mounted(tools, device, mountpoint, fstype=root.fstype, read_only=False))
-            progress(INSTALLING)
-            scratch = work / "guest_init"
-            scratch.mkdir()
-            with _space_errors("the image's filesystem"):
-                init = install_guest_init(tools, mountpoint, scratch)
-                if request.verify_key is not None:
-                    set_verify_key(mountpoint, request.verify_key)
-                progress(CLEARING)
-                changes = [f"metadata-init installed ({init})"]
-                if request.verify_key is not None:
-                    changes.append("verify_key set in /etc/metadata-init.conf")
-                changes += clear_clone_state(mountpoint)
-                changes.append(regenerate_host_keys_at_first_boot(mountpoint, init))
-            progress(TRIMMING)
-            changes.append(trim_free_space(tools, mountpoint))
-            progress(UNMOUNTING)
+        init, changes = _change_root(tools, raw, root, work, request.verify_key, progress)
 
         progress(f"{WRITING}: {request.format}")
         written = work / f"master.{request.format}"
@@ -178,6 +158,38 @@ def prepare_master(
             write_record(work / "record.json", record)
         _publish(work / "record.json", record_path(out), written, out)
     return record
+
+
+def _change_root(
+    tools: Tools,
+    raw: Path,
+    root: RootLocation,
+    work: Path,
+    verify_key: str | None,
+    progress: Callable[[str], None],
+) -> tuple[str, list[str]]:
+    """Mount the root at `work/root`, change it, trim it and unmount it; the init system
+    install.sh chose and the changes, in words."""
+    mountpoint = work / "root"
+    with holdings() as mounts:
+        device = hold(mounts, loop_device(tools, raw, offset=root.offset, size=root.size))
+        hold(mounts, mounted(tools, device, mountpoint, fstype=root.fstype, read_only=False))
+        progress(INSTALLING)
+        scratch = work / "guest_init"
+        scratch.mkdir()
+        with _space_errors("the image's filesystem"):
+            init = install_guest_init(tools, mountpoint, scratch)
+            changes = [f"metadata-init installed ({init})"]
+            if verify_key is not None:
+                set_verify_key(mountpoint, verify_key)
+                changes.append("verify_key set in /etc/metadata-init.conf")
+            progress(CLEARING)
+            changes += clear_clone_state(mountpoint)
+            changes.append(regenerate_host_keys_at_first_boot(mountpoint, init))
+        progress(TRIMMING)
+        changes.append(trim_free_space(tools, mountpoint))
+        progress(UNMOUNTING)
+    return init, changes
 
 
 def _publish(record_file: Path, record_target: Path, master_file: Path, master: Path) -> None:

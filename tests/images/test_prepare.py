@@ -154,7 +154,9 @@ def test_prepare_a_vhd_master(
     master = clean / "master.vhd"
     code, out, err = prepare(sources.whole, master, capsys, "--format", "vhd")
     assert code == 0, err
-    assert json.loads(sh("qemu-img", "info", "--output=json", master))["format"] == "vpc"
+    info = json.loads(sh("qemu-img", "info", "--output=json", master))
+    assert info["format"] == "vpc" and info["actual-size"] < info["virtual-size"]  # dynamic
+    assert info["virtual-size"] == sources.whole.stat().st_size  # not rounded to a CHS size
     assert json.loads(out)["format"] == "vhd"
     assert read_master(master, verify=True).sha256 == sha256(master)
     assert main(["image", "show", str(master), "--verify"]) == 0
