@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from metadata_server.cli.main import main
 from tests.support.requirements import need_root, need_tools, root_fixture
 
 TOOLS = ("qemu-img", "qemu-io", "losetup", "mount", "umount", "blkid", "sfdisk", "mkfs.ext4")
@@ -287,3 +288,20 @@ def holding_open(image: Path, fmt: str) -> Iterator[subprocess.Popen[str]]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def listing(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
+
+
+def refused(argv: list[str], capsys: pytest.CaptureFixture[str], directory: Path) -> str:
+    """The one error line of `metadata-server ARGV`, which must change nothing in
+    `directory`."""
+    before = listing(directory)
+    code = main(argv)
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("metadata-server: ")]
+    assert code == 1, err
+    assert len(errors) == 1 and errors[0] == err.splitlines()[-1], err
+    assert listing(directory) == before
+    return errors[0]

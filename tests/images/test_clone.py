@@ -15,8 +15,7 @@ import pytest
 
 from metadata_server.cli.main import main
 from metadata_server.images.record import read_master
-from tests.images.conftest import Sources, holding_open, opened, sh, sha256
-from tests.images.test_prepare_failures import refused
+from tests.images.conftest import Sources, holding_open, opened, refused, sh, sha256
 
 
 @pytest.fixture(scope="module")

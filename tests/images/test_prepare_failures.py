@@ -14,28 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from metadata_server.cli.main import main
 from metadata_server.images.prepare import NOT_ROOT
 from metadata_server.images.tools import PREPARE_TOOLS
-from tests.images.conftest import Sources, holding_open, tmpfs
+from tests.images.conftest import Sources, holding_open, refused, tmpfs
 from tests.support.requirements import need_tools
-
-
-def listing(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
-
-
-def refused(argv: list[str], capsys: pytest.CaptureFixture[str], directory: Path) -> str:
-    """The one error line of `metadata-server ARGV`, which must change nothing in
-    `directory`."""
-    before = listing(directory)
-    code = main(argv)
-    err = capsys.readouterr().err
-    errors = [line for line in err.splitlines() if line.startswith("metadata-server: ")]
-    assert code == 1, err
-    assert len(errors) == 1 and errors[0] == err.splitlines()[-1], err
-    assert listing(directory) == before
-    return errors[0]
 
 
 @dataclass(frozen=True)
