@@ -1,5 +1,6 @@
-"""Small disk images for `image prepare`, built once per session with the real tools, and
-a guard that every test using loop devices or mounts leaves none behind.
+"""Small disk images for `image prepare`, built once per session with the real tools, a
+guard that every test using loop devices or mounts leaves none behind, and `refused`:
+a command's one error line, checked to have changed nothing.
 
 Images (the tests never write them; a test that needs to lock one uses a copy):
 - `whole`: a whole-disk ext4 filesystem holding a tiny Debian-like root (systemd marker,
