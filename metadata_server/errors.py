@@ -10,6 +10,7 @@ A `detail` must never carry a secret (plain password, hash, token, user-data).
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 from enum import StrEnum, unique
 from typing import Any
@@ -44,6 +45,8 @@ class ErrorCode(StrEnum):
     NO_SUCH_DOMAIN = "no_such_domain"
     WRONG_DOMAIN = "wrong_domain"
     ISO_STORE = "iso_store"
+    IMAGE = "image"
+    IMAGE_TOOL = "image_tool"
 
 
 class MetadataError(Exception):
@@ -200,3 +203,12 @@ class ConfigError(MetadataError):
 
     http_status = 500
     code = ErrorCode.CONFIG
+
+
+def os_reason(error: OSError) -> str:
+    """An OSError in words for a message: the two an operator meets most, said plainly."""
+    if error.errno == errno.ENOSPC:
+        return "no space left on the device"
+    if error.errno == errno.EROFS:
+        return "the file system is read-only"
+    return error.strerror or str(error)

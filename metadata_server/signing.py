@@ -15,6 +15,7 @@ cluster must hold the same key file for its guests to accept any of them.
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 from pathlib import Path
@@ -43,6 +44,14 @@ class SigningKey:
             )
             .decode()
         )
+
+    def verify_key(self) -> str:
+        """The public key as the guest script's `verify_key=` takes it: the base64 line
+        of `public_pem()` (the DER SubjectPublicKeyInfo)."""
+        der = self._private.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return base64.b64encode(der).decode()
 
 
 def load_key(path: Path) -> SigningKey:

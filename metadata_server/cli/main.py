@@ -31,7 +31,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from metadata_server.cli import db, dhcp, iso, key, serve, vm
+    from metadata_server.cli import db, dhcp, image, iso, key, serve, vm
 
     parser = argparse.ArgumentParser(
         prog="metadata-server",
@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("key", help="the document signing key")
     key_commands = p.add_subparsers(dest="key_command", required=True, metavar="ACTION")
     key.add_parsers(key_commands, _add_common)
+
+    p = commands.add_parser("image", help="master images and the guests' delta disks")
+    image_commands = p.add_subparsers(dest="image_command", required=True, metavar="ACTION")
+    image.add_parsers(image_commands, _add_common)
 
     for plugin in entry_points(group=PLUGIN_GROUP):
         # Commands installed by other distributions, such as the test bench's `compare`.

@@ -14,7 +14,6 @@ the system's reason.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import re
@@ -22,7 +21,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from metadata_server.errors import ErrorCode, Unavailable
+from metadata_server.errors import ErrorCode, Unavailable, os_reason
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +42,6 @@ class IsoFile:
     domid: int
     mac: str
     partial: bool  # a write that never finished
-
-
-def _reason(error: OSError) -> str:
-    if error.errno == errno.ENOSPC:
-        return "no space left on the device"
-    if error.errno == errno.EROFS:
-        return "the file system is read-only"
-    return error.strerror or str(error)
 
 
 class IsoDirectory:
@@ -76,7 +67,7 @@ class IsoDirectory:
                 os.chmod(self.path, 0o700)
         except OSError as error:
             raise IsoStoreError(
-                f"cannot prepare the ISO directory {self.path}: {_reason(error)}"
+                f"cannot prepare the ISO directory {self.path}: {os_reason(error)}"
             ) from None
 
     def write(self, domid: int, mac: str, data: bytes) -> Path:
@@ -98,7 +89,7 @@ class IsoDirectory:
         except OSError as error:
             with contextlib.suppress(OSError):
                 partial.unlink()
-            raise IsoStoreError(f"cannot write the ISO {final}: {_reason(error)}") from None
+            raise IsoStoreError(f"cannot write the ISO {final}: {os_reason(error)}") from None
         log.debug("wrote %s (%d bytes)", final, len(data))
         return final
 
@@ -112,7 +103,7 @@ class IsoDirectory:
             except FileNotFoundError:
                 pass
             except OSError as error:
-                detail = f"cannot remove the ISO {candidate}: {_reason(error)}"
+                detail = f"cannot remove the ISO {candidate}: {os_reason(error)}"
                 raise IsoStoreError(detail) from None
 
     def files(self) -> list[IsoFile]:
@@ -122,7 +113,7 @@ class IsoDirectory:
         except FileNotFoundError:
             return []
         except OSError as error:
-            detail = f"cannot list the ISO directory {self.path}: {_reason(error)}"
+            detail = f"cannot list the ISO directory {self.path}: {os_reason(error)}"
             raise IsoStoreError(detail) from None
         found = []
         for name in names:
