@@ -43,9 +43,12 @@ from metadata_server.http.keys import (
     SNAPSHOT,
     TOKEN_SECRET,
 )
+from metadata_server.http.launch import LAUNCHER
 from metadata_server.http.metrics import METRICS
 from metadata_server.identity import IdentityPolicy, IdentityResolver, NeighbourLookup
 from metadata_server.iso.service import IsoFallback
+from metadata_server.launch.launcher import Launcher, LaunchSettings
+from metadata_server.launch.xl import Xl
 from metadata_server.metrics import Metrics
 from metadata_server.model import METADATA_ADDRESS, AddressRules
 from metadata_server.netlink import (
@@ -61,8 +64,10 @@ from metadata_server.snapshot import GuestSnapshot
 from metadata_server.state_directory import make_state_directory
 from metadata_server.store import Change, Store, open_store
 from metadata_server.store.health import health_of
+from metadata_server.xen.host import XenHost
 
 log = logging.getLogger(__name__)
+LAUNCH_DIRECTORY = "launched"  # below the state directory: one directory per launched guest
 
 
 @dataclass(frozen=True)
@@ -159,6 +164,31 @@ class MetadataService:
         self.guard: BridgeGuard | None = None
         self.guest_addresses: list[BoundAddress] = []
         self.admin_address: BoundAddress | None = None
+
+    def _launcher(self, registry: Registry, xen: XenHost) -> Launcher:
+        settings = self.settings
+
+        async def no_vifs() -> set[str]:
+            return set()
+
+        return Launcher(
+            registry,
+            LaunchSettings(
+                directory=settings.state_dir / LAUNCH_DIRECTORY,
+                subnets=settings.dhcp.subnets,
+                dom0_addresses=frozenset(_dom0_addresses(settings)),
+                bridge=settings.bridge,
+                host=settings.host_name,
+            ),
+            Xl(
+                command=xen.settings.xl_command,
+                env=xen.xenstore.env,
+                timeout=xen.settings.command_timeout,
+            ),
+            random_bytes=self._random_bytes,
+            running_macs=xen.vif_macs if _on_xen(settings) else no_vifs,
+            clock=self._clock,
+        )
 
     async def start(self) -> None:
         make_state_directory(self.settings.state_dir)
@@ -259,6 +289,7 @@ class MetadataService:
         )
         await self.iso.start()  # removes a crashed run's ISOs and keys; starts iso.auto
         admin_app[PROVISIONER] = self.iso.provisioner
+        admin_app[LAUNCHER] = self._launcher(self.registry, self.iso.xen)
 
         if settings.bridge is not None:
             try:

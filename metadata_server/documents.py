@@ -50,6 +50,7 @@ class GuestView:
     status_url: str
     user_data_url: str
     armed_at: float  # when the current instance id was issued (EC2's pendingTime)
+    image_id: str | None = None  # the master's id, for a guest `vm launch` made
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ def guest_view(vm: VM, options: DocumentOptions) -> GuestView:
         status_url=f"{base}/v1/status",
         user_data_url=f"{base}/v1/user-data",
         armed_at=vm.state_times.get(State.REGISTERED.value, vm.created_at),
+        image_id=vm.launch.image_id if vm.launch is not None else None,
     )
 
 

@@ -47,6 +47,10 @@ class ErrorCode(StrEnum):
     ISO_STORE = "iso_store"
     IMAGE = "image"
     IMAGE_TOOL = "image_tool"
+    TOOL_MISSING = "tool_missing"
+    NOT_LAUNCHED = "not_launched"
+    LAUNCH_FAILED = "launch_failed"
+    CLEANUP_INCOMPLETE = "cleanup_incomplete"
 
 
 class MetadataError(Exception):

@@ -97,6 +97,20 @@ class VMInput:
 
 
 @dataclass(frozen=True)
+class Launch:
+    """What `vm launch` made for a guest on its Dom0: the master it was cloned from (its
+    path and image id, the guest's EC2 `ami-id`), its delta disk and its xl domain config.
+    `destroyed_at` is set when `vm destroy --keep-record` removed the domain and files but
+    kept the registration. Set by the server only, never from an admin's guest object."""
+
+    image: str
+    image_id: str
+    delta: str
+    xl_config: str
+    destroyed_at: float | None = None
+
+
+@dataclass(frozen=True)
 class VM:
     """A stored guest record: the spec plus what the server assigns."""
 
@@ -107,6 +121,7 @@ class VM:
     message: str | None
     created_at: float
     updated_at: float
+    launch: Launch | None = None
 
     @property
     def mac(self) -> str:
@@ -664,4 +679,31 @@ def vm_to_json(vm: VM) -> dict[str, Any]:
     out["message"] = vm.message
     out["created_at"] = iso_time(vm.created_at)
     out["updated_at"] = iso_time(vm.updated_at)
+    out["launch"] = launch_to_json(vm.launch, times=True) if vm.launch is not None else None
     return out
+
+
+def launch_to_json(launch: Launch, *, times: bool = False) -> dict[str, Any]:
+    """A launch as JSON: `destroyed_at` as an ISO time with `times`, else as stored."""
+    out: dict[str, Any] = {
+        "image": launch.image,
+        "image_id": launch.image_id,
+        "delta": launch.delta,
+        "xl_config": launch.xl_config,
+        "destroyed_at": launch.destroyed_at,
+    }
+    if times and launch.destroyed_at is not None:
+        out["destroyed_at"] = iso_time(launch.destroyed_at)
+    return out
+
+
+def launch_from_json(data: Mapping[str, Any]) -> Launch:
+    """A stored launch back (the store's JSON, written by `launch_to_json`)."""
+    destroyed = data.get("destroyed_at")
+    return Launch(
+        image=str(data["image"]),
+        image_id=str(data["image_id"]),
+        delta=str(data["delta"]),
+        xl_config=str(data["xl_config"]),
+        destroyed_at=float(destroyed) if destroyed is not None else None,
+    )

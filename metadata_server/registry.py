@@ -28,6 +28,7 @@ from metadata_server.model import (
     STRICT_ADDRESSES,
     VM,
     AddressRules,
+    Launch,
     State,
     VMInput,
     VMSpec,
@@ -169,6 +170,24 @@ class Registry:
             vm = replace(previous, spec=spec, updated_at=self._clock())
             await self.store.replace(vm)
             return PutResult(vm, created=False)
+
+    async def create(self, body: object, *, launch: Launch | None = None) -> PutResult:
+        """A new guest from `body` (which names its MAC), never a replacement: Conflict
+        when its MAC, address or name is taken. `launch` is what `vm launch` made for it."""
+        parsed = parse_vm(body, rules=self.address_rules)
+        async with self._locks.guest(parsed.spec.mac):
+            spec, generated = await self._secure(parsed, None)
+            vm = replace(self._new_vm(spec), launch=launch)
+            await self.store.create(vm)
+            return PutResult(vm, created=True, generated_password=generated)
+
+    async def set_launch(self, mac: str, launch: Launch | None) -> VM:
+        """Record (or forget) what `vm launch` made for the guest."""
+        async with self._locks.guest(parse_mac(mac)):
+            previous = await self.get(mac)
+            vm = replace(previous, launch=launch, updated_at=self._clock())
+            await self.store.replace(vm)
+            return vm
 
     async def patch(self, mac: str, body: object) -> VM:
         async with self._locks.guest(parse_mac(mac)):

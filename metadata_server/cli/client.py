@@ -6,7 +6,9 @@ Turns transport failures and error responses into `CommandError` with one clear 
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,39 +67,53 @@ class AdminClient:
         timeout: float = DEFAULT_TIMEOUT,
     ) -> tuple[int, bytes]:
         """The status and the raw body (an ISO image, say); CommandError on failure."""
-        headers = {"Authorization": f"Bearer {self.token}"}
-        if content_type:
-            headers["Content-Type"] = content_type
+        headers = {"Content-Type": content_type} if content_type else {}
+        options = {"json": json_body, "data": data, "params": params, "headers": headers}
+        async with self._response(method, path, timeout, **options) as response:
+            return response.status, await response.read()
+
+    async def stream_lines(
+        self, method: str, path: str, *, json_body: Any = None, timeout: float = DEFAULT_TIMEOUT
+    ) -> AsyncIterator[Any]:
+        """Each JSON line of an NDJSON answer as it comes (`POST /api/v1/launch`'s
+        progress); CommandError on failure, an error answer included."""
+        headers = {"Accept": "application/x-ndjson"}
+        async with self._response(
+            method, path, timeout, json=json_body, headers=headers
+        ) as response:
+            async for line in response.content:
+                if line.strip():
+                    yield json.loads(line)
+
+    @contextlib.asynccontextmanager
+    async def _response(
+        self, method: str, path: str, timeout: float, **options: Any
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A response below 400, with the token sent; CommandError otherwise, and for
+        an API that cannot be reached or does not answer within `timeout` seconds."""
+        options["headers"] = {"Authorization": f"Bearer {self.token}", **options["headers"]}
         connector = aiohttp.UnixConnector(path=self._unix) if self._unix else None
         try:
             async with (
                 aiohttp.ClientSession(
                     connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)
                 ) as session,
-                session.request(
-                    method,
-                    self._base + path,
-                    json=json_body,
-                    data=data,
-                    params=params,
-                    headers=headers,
-                ) as response,
+                session.request(method, self._base + path, **options) as response,
             ):
-                raw = await response.read()
-                status = response.status
+                if response.status >= 400:
+                    raw = await response.read()
+                    try:
+                        error: Any = json.loads(raw)
+                    except ValueError:
+                        error = None
+                    raise _error_from(response.status, error)
+                yield response
         except aiohttp.ClientConnectionError as exc:
             raise CommandError(f"cannot reach the admin API at {self.url}: {exc}") from None
         except TimeoutError:
             raise CommandError(
                 f"the admin API at {self.url} did not answer in {timeout:g} s"
             ) from None
-        if status >= 400:
-            try:
-                error: Any = json.loads(raw)
-            except ValueError:
-                error = None
-            raise _error_from(status, error)
-        return status, raw
 
 
 def _error_from(status: int, body: Any) -> CommandError:

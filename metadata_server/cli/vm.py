@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -78,6 +79,25 @@ def add_parsers(commands: Any, add_common: Callable[[argparse.ArgumentParser], N
     p.add_argument("mac")
     p.add_argument("--wait", type=number, default=0.0, metavar="SECONDS")
 
+    p = new("launch", "launch a guest from a master: register, clone, xl create, wait", _launch)
+    p.add_argument("name", help="the guest's host name and xl domain name")
+    p.add_argument("--image", required=True, metavar="MASTER", help="a prepared master")
+    p.add_argument("--ip", metavar="ADDRESS/PREFIX", help="default: the next free address")
+    p.add_argument("--memory", type=int, default=512, metavar="MiB")
+    p.add_argument("--vcpus", type=int, default=1)
+    p.add_argument("--ssh-key", action="append", default=[], help="a public key (repeatable)")
+    p.add_argument("--ssh-key-file", action="append", default=[], type=Path)
+    p.add_argument("--password-stdin", action="store_true", help="read a plain password from stdin")
+    p.add_argument("--wait", type=number, default=300.0, metavar="SECONDS")
+    p.add_argument("--keep", action="store_true", help="on failure, keep what was made")
+    p.add_argument("--kernel", help="a kernel on Dom0 to boot directly (default: pvgrub2)")
+    p.add_argument("--ramdisk", help="its initramfs")
+
+    p = new("destroy", "destroy a launched guest: domain, delta, config, registration", _destroy)
+    p.add_argument("name")
+    p.add_argument("--keep-record", action="store_true", help="keep the registration, marked")
+    p.add_argument("--force", action="store_true", help="also a guest not launched here")
+
 
 def run_admin_command(
     args: argparse.Namespace,
@@ -134,6 +154,15 @@ def _vm_detail(vm: dict[str, Any]) -> str:
         f"user-data:    {vm['user_data_bytes']} bytes",
     ]
     lines += [f"meta {key}: {value}" for key, value in vm["metadata"].items()]
+    launch = vm.get("launch")
+    if launch:
+        lines += [
+            f"image:        {launch['image']} ({launch['image_id']})",
+            f"delta:        {launch['delta']}",
+            f"xl config:    {launch['xl_config']}",
+        ]
+        if launch.get("destroyed_at"):
+            lines.append(f"destroyed:    {launch['destroyed_at']} (record kept)")
     return "\n".join(lines)
 
 
@@ -265,5 +294,97 @@ async def _status(client: AdminClient, args: argparse.Namespace) -> str:
     def human(body: dict[str, Any]) -> str:
         text = f"{body['mac']}: {body['state']}"
         return text + (f" ({body['message']})" if body.get("message") else "")
+
+    return _print(args, reply, human)
+
+
+def _absolute(path: str) -> str:
+    """A path as the server must get it: the server's working directory is not ours."""
+    return os.path.abspath(path)
+
+
+async def _launch(client: AdminClient, args: argparse.Namespace) -> str:
+    body: dict[str, Any] = {
+        "name": args.name,
+        "image": _absolute(args.image),
+        "memory": args.memory,
+        "vcpus": args.vcpus,
+        "wait": args.wait,
+        "keep": args.keep,
+        "ssh_keys": list(args.ssh_key),
+    }
+    for path in args.ssh_key_file:
+        body["ssh_keys"] += [
+            line for line in _read_file(path, "the key file").splitlines() if line.strip()
+        ]
+    for name in ("ip", "kernel", "ramdisk"):
+        if getattr(args, name):
+            value = getattr(args, name)
+            body[name] = value if name == "ip" else _absolute(value)
+    if args.password_stdin:
+        body["password"] = sys.stdin.readline().rstrip("\n")
+    result: dict[str, Any] | None = None
+    async for line in client.stream_lines(
+        "POST", "/api/v1/launch", json_body=body, timeout=args.wait + 300
+    ):
+        if "error" in line:
+            error = line["error"]
+            where = f" ({error['field']})" if error.get("field") else ""
+            raise CommandError(f"{error['detail']}{where}", error.get("problems", []))
+        if "result" in line:
+            result = line["result"]
+        elif line.get("step") == "state":
+            if line.get("changed"):
+                print(f"... {args.name}: {line['state']}", file=sys.stderr, flush=True)
+        elif not args.json:
+            print(f"... {line['step']}: {line['detail']}", file=sys.stderr, flush=True)
+    if result is None:
+        raise CommandError("the admin API ended the launch without a result")
+    if args.json:
+        return json.dumps(result, indent=2)
+    return _launch_summary(result)
+
+
+def _launch_summary(result: dict[str, Any]) -> str:
+    rows = [
+        [
+            step["state"],
+            step["at"],
+            _seconds(step["after_previous_s"]),
+            _seconds(step["after_registered_s"]),
+        ]
+        for step in result["timeline"]
+    ]
+    verdict = (
+        "configured"
+        if result["configured"]
+        else f"{result['state']} (not configured yet: `metadata-server vm status "
+        f"{result['mac']} --wait 300`)"
+    )
+    lines = [
+        f"launched {result['name']} ({result['mac']}): {verdict}",
+        table(["STATE", "AT", "AFTER PREVIOUS", "AFTER REGISTERED"], rows),
+        f"reach it: ssh root@{result['address']}  (host name {result['fqdn']}; "
+        f"console: xl console {result['name']})",
+        f"delta {result['delta']}, xl config {result['xl_config']}, "
+        f"image {result['image_id']}, kernel {result['kernel']}",
+    ]
+    if "generated_password" in result:
+        lines.append(f"generated root password (shown once): {result['generated_password']}")
+    return "\n".join(lines)
+
+
+async def _destroy(client: AdminClient, args: argparse.Namespace) -> str:
+    body = {"keep_record": args.keep_record, "force": args.force}
+    reply = await client.request(
+        "POST", f"/api/v1/launched/{args.name}/destroy", json_body=body, timeout=120
+    )
+
+    def human(result: dict[str, Any]) -> str:
+        domain = "domain destroyed" if result["domain_destroyed"] else "no domain running"
+        return (
+            f"destroyed {result['name']}: {domain}, {len(result['removed'])} files removed, "
+            f"registration {result['record']}"
+        )
 
     return _print(args, reply, human)

@@ -66,10 +66,9 @@ def _key_name(key: str, index: int) -> str:
 
 
 def image_id(view: GuestView, options: CloudOptions) -> str:
-    """The guest's master image id. The registry has no image field yet: when it gains
-    one, the guest's own id is returned here first and `options.image_id` stays the
-    answer only for guests without one."""
-    return options.image_id
+    """The guest's master image id: its own for a guest `vm launch` made from a master,
+    else `options.image_id` (the same for every guest: "no image known")."""
+    return view.image_id or options.image_id
 
 
 def reservation_id(view: GuestView) -> str:

@@ -21,6 +21,7 @@ from metadata_server.http.guard import guard_summary
 from metadata_server.http.import_body import import_rows
 from metadata_server.http.iso import add_routes as add_iso_routes
 from metadata_server.http.keys import DHCP, REGISTRY, SETTINGS, SNAPSHOT
+from metadata_server.http.launch import add_routes as add_launch_routes
 from metadata_server.http.metrics import PATH as METRICS_PATH
 from metadata_server.http.metrics import add_routes as add_metrics_routes
 from metadata_server.http.middleware import (
@@ -300,6 +301,7 @@ def add_routes(app: web.Application) -> None:
             if method == "GET":
                 resource.add_route("HEAD", handler)
     add_iso_routes(app)
+    add_launch_routes(app)
     add_guard_routes(app)
     add_metrics_routes(app)
     close_resources(app)

@@ -11,6 +11,7 @@ from typing import Any
 from metadata_server import __version__
 from metadata_server.http.guard import OPENAPI_PATHS as GUARD_PATHS
 from metadata_server.http.iso import OPENAPI_PATHS as ISO_PATHS
+from metadata_server.http.launch import OPENAPI_PATHS as LAUNCH_PATHS
 from metadata_server.http.metrics import OPENAPI_PATHS as METRICS_PATHS
 from metadata_server.http.openapi_schemas import MAC, SCHEMAS
 
@@ -301,6 +302,7 @@ def openapi_document() -> dict[str, Any]:
                 }
             },
             **ISO_PATHS,
+            **LAUNCH_PATHS,
             **GUARD_PATHS,
             **METRICS_PATHS,
         },

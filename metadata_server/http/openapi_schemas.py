@@ -304,6 +304,11 @@ SCHEMAS: dict[str, Any] = {
             "message": {"type": ["string", "null"]},
             "created_at": {"type": "string", "format": "date-time"},
             "updated_at": {"type": "string", "format": "date-time"},
+            "launch": {
+                "type": ["object", "null"],
+                "description": "what `vm launch` made: image, image_id, delta, xl_config, "
+                "destroyed_at (set by `vm destroy --keep-record`)",
+            },
             "generated_password": {
                 "type": "string",
                 "description": "only in the response that created the guest without a password",

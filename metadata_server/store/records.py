@@ -1,7 +1,9 @@
 """Turning stored records back into `VM` values and out again, shared by backends.
 
 Records were validated on their way in, so reading them back trusts their shape; a
-record that does not fit is a corrupt database and raises.
+record that does not fit is a corrupt database and raises. A record is one JSON
+document in both backends, so a field added here (`launch`, for guests `vm launch`
+made) needs no schema change; records without it read as before.
 """
 
 from __future__ import annotations
@@ -9,7 +11,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from metadata_server.model import VM, IPv4Config, State, VMSpec, spec_to_json
+from metadata_server.model import (
+    VM,
+    IPv4Config,
+    State,
+    VMSpec,
+    launch_from_json,
+    launch_to_json,
+    spec_to_json,
+)
 
 
 def vm_to_record(vm: VM) -> str:
@@ -22,6 +32,8 @@ def vm_to_record(vm: VM) -> str:
         "created_at": vm.created_at,
         "updated_at": vm.updated_at,
     }
+    if vm.launch is not None:  # absent, not null, for guests not launched: older records match
+        data["launch"] = launch_to_json(vm.launch)
     return json.dumps(data, separators=(",", ":"), sort_keys=True)
 
 
@@ -50,6 +62,7 @@ def vm_from_record(text: str) -> VM:
         message=data["message"],
         created_at=float(data["created_at"]),
         updated_at=float(data["updated_at"]),
+        launch=launch_from_json(data["launch"]) if data.get("launch") is not None else None,
     )
 
 

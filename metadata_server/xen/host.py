@@ -213,6 +213,15 @@ class XenHost:
 
     # --- who is who ----------------------------------------------------------------------
 
+    async def vif_macs(self) -> set[str]:
+        """The MAC of every vif backend on this Dom0 (running domains, whoever made them)."""
+        values = await self.xenstore.list_values(VIF_BACKENDS)
+        return {
+            value.strip().lower()
+            for path, value in (values or {}).items()
+            if value is not None and _VIF_MAC_RE.fullmatch(path)
+        }
+
     async def domid_for_mac(self, mac: str) -> int | None:
         """The domain whose vif has `mac`, from Dom0's vif backends
         (/local/domain/0/backend/vif/<domid>/<devid>/mac); None if no vif has it."""
