@@ -173,4 +173,4 @@ def leftovers(
     return found
 
 
-NOTHING = {"registrations": [], "launch files": [], "domains": []}
+NOTHING: dict[str, list[str]] = {"registrations": [], "launch files": [], "domains": []}

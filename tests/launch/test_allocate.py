@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from metadata_server.errors import Conflict, InvalidInput
+from metadata_server.errors import Conflict, InvalidInput, MetadataError
 from metadata_server.launch import allocate
 from metadata_server.launch.errors import NoFreeAddress
 from tests.launch.conftest import SUBNET
@@ -66,7 +66,9 @@ def test_a_full_subnet_is_a_clear_error() -> None:
         pytest.param("198.18.0.4", Conflict, "reserved by 00:16:3e:00:00:04", id="reserved"),
     ],
 )
-def test_a_requested_address_that_cannot_be(text: str, error: type, match: str) -> None:
+def test_a_requested_address_that_cannot_be(
+    text: str, error: type[MetadataError], match: str
+) -> None:
     def check() -> None:
         address, subnet = allocate.parse_requested(text, (SUBNET,))
         allocate.check_address(

@@ -140,6 +140,7 @@ async def test_a_launch_streams_its_steps_and_destroy_undoes_it(
     status, vm = await api.get(f"/api/v1/vms/{mac}")
     assert status == 200
     assert vm["launch"]["image_id"] == read_master(Path(image)).image_id
+    assert server.registry is not None
     stored = await server.registry.get(mac)
     view = guest_view(stored, DocumentOptions(None, "http://169.254.169.254"))
     assert image_id(view, CloudOptions()) == vm["launch"]["image_id"]
