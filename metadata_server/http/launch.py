@@ -18,6 +18,7 @@ routes answer 503.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 LAUNCHER = web.AppKey("launcher", Launcher)
 DEFAULT_BODY_LIMIT = 256 * 1024
 NDJSON = "application/x-ndjson"
+GONE_CHECK = 0.25  # seconds between two looks at a streaming client's connection
 
 
 def _launcher(request: web.Request) -> Launcher:
@@ -107,9 +109,16 @@ async def launch(request: web.Request) -> web.StreamResponse:
     async def progress(event: dict[str, Any]) -> None:
         await response.write(_line(event))  # fails once the client is gone: rolls back
 
+    running = asyncio.ensure_future(launcher.run(plan, progress))
+    watcher = asyncio.ensure_future(_cancel_when_gone(request, running))
     try:
-        result = await launcher.run(plan, progress)
+        result = await running
     except ConnectionResetError:
+        log.warning("the client of the launch of %s went away: rolled back", wanted.name)
+        return response
+    except asyncio.CancelledError:
+        if not watcher.done() or watcher.cancelled() or not watcher.result():
+            raise  # the server is stopping: the launch was rolled back in its task
         log.warning("the client of the launch of %s went away: rolled back", wanted.name)
         return response
     except MetadataError as exc:
@@ -121,8 +130,22 @@ async def launch(request: web.Request) -> web.StreamResponse:
     else:
         log.info("launched %s as %s", wanted.name, result.vm.mac)
         await response.write(_line({"result": result_json(result, domain)}))
+    finally:
+        watcher.cancel()
     await response.write_eof()
     return response
+
+
+async def _cancel_when_gone(request: web.Request, running: asyncio.Future[Any]) -> bool:
+    """Cancel the launch (so it rolls back) once its client's connection closes, even
+    between two progress lines (a long `xl create`, the clone); whether it did."""
+    while not running.done():
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            running.cancel()
+            return True
+        await asyncio.sleep(GONE_CHECK)
+    return False
 
 
 async def destroy_launched(request: web.Request) -> web.Response:

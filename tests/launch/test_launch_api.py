@@ -6,6 +6,7 @@ missing tool) and changes nothing; a launch streams a line per step; the guest's
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from collections.abc import AsyncIterator
@@ -71,6 +72,27 @@ def launch_body(image: str, kernel: str, /, **changes: Any) -> dict[str, Any]:
     return {key: value for key, value in body.items() if value is not None}
 
 
+async def streamed(
+    server: MetadataService, body: dict[str, Any], *, leave_at: str | None = None
+) -> list[dict[str, Any]]:
+    """The lines of a streamed launch; with `leave_at`, the client leaves at that step."""
+    assert server.admin_address is not None
+    lines: list[dict[str, Any]] = []
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            server.admin_address.url + "/api/v1/launch",
+            json=body,
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Accept": "application/x-ndjson"},
+        ) as response,
+    ):
+        async for line in response.content:
+            lines.append(json.loads(line))
+            if leave_at is not None and lines[-1].get("step") == leave_at:
+                break
+    return lines
+
+
 @pytest.mark.parametrize(
     ("changes", "status", "field", "match"),
     [
@@ -122,16 +144,7 @@ async def test_not_a_master_and_a_taken_name(
 async def test_a_launch_streams_its_steps_and_destroy_undoes_it(
     api: Api, server: MetadataService, image: str, kernel: str, xl_state: XlState
 ) -> None:
-    assert server.admin_address is not None
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(
-            server.admin_address.url + "/api/v1/launch",
-            json=launch_body(image, kernel),
-            headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Accept": "application/x-ndjson"},
-        ) as response,
-    ):
-        lines = [json.loads(line) for line in (await response.text()).splitlines()]
+    lines = await streamed(server, launch_body(image, kernel))
     steps = [line["step"] for line in lines if "step" in line]
     assert steps == ["directory", "register", "clone", "config", "create"]
     result = lines[-1]["result"]
@@ -185,3 +198,17 @@ async def test_the_cli_launches_shows_and_destroys(
     code, out, err = await cli("vm", "destroy", "web2", "--url", url)
     assert code == 1
     assert "not launched by this Dom0" in err
+
+
+async def test_a_client_that_goes_away_mid_launch_rolls_it_back(
+    api: Api, server: MetadataService, image: str, kernel: str, xl_state: XlState
+) -> None:
+    xl_state.slow("create", 2)  # the client leaves while xl create runs: no progress line
+    await streamed(server, launch_body(image, kernel), leave_at="create")
+    for _ in range(100):
+        await asyncio.sleep(0.1)
+        if not (Path(server.settings.state_dir) / "launched" / "web1").exists():
+            break
+    assert (await api.get("/api/v1/vms"))[1]["count"] == 0
+    assert not (Path(server.settings.state_dir) / "launched" / "web1").exists()
+    assert xl_state.domains() == []
