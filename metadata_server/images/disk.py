@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from metadata_server.images.errors import ImageError, ImageToolFailed
-from metadata_server.images.interrupts import signals_deferred
+from metadata_server.images.interrupts import finish
 from metadata_server.images.tools import Tools, run
 
 BUSY_TRIES = 25  # an unmount or detach that is busy is tried again this often ...
@@ -131,8 +131,7 @@ def loop_device(tools: Tools, image: Path, *, offset: int = 0, size: int = 0) ->
     try:
         yield device
     finally:
-        with signals_deferred():
-            _busy_retry([tools["losetup"], "--detach", device], f"detach {device}")
+        finish(lambda: _busy_retry([tools["losetup"], "--detach", device], f"detach {device}"))
 
 
 @contextlib.contextmanager
@@ -148,8 +147,7 @@ def mounted(
     try:
         yield mountpoint
     finally:
-        with signals_deferred():
-            _busy_retry([tools["umount"], str(mountpoint)], f"unmount {mountpoint}")
+        finish(lambda: _busy_retry([tools["umount"], str(mountpoint)], f"unmount {mountpoint}"))
 
 
 def trim_free_space(tools: Tools, mountpoint: Path) -> str:

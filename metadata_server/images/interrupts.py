@@ -1,8 +1,9 @@
 """Ctrl-C and SIGTERM during image work: both end the work through the same cleanup.
 
-SIGINT raises KeyboardInterrupt wherever Python is; `sigterm_interrupts()` makes SIGTERM
-raise `Terminated` (a KeyboardInterrupt) the same way, so every try/finally that undoes a
-mount or a loop device runs for both. What must not be cut in two (attaching a loop
+Inside `sigterm_interrupts()` the first SIGINT raises KeyboardInterrupt wherever Python
+is, and the first SIGTERM `Terminated` (a KeyboardInterrupt) the same way, so every
+try/finally that undoes a mount or a loop device runs for both; later signals are only
+noted, so no second Ctrl-C cuts a cleanup short. What must not be cut in two (attaching a loop
 device and taking charge of it, a mount, the cleanup itself, the final renames) runs in
 `signals_deferred()`: a signal that arrives meanwhile is noted and delivered again once
 the section is over. Signal handlers belong to the main thread: elsewhere (a worker
@@ -14,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack
 from types import FrameType
 from typing import Any, TypeVar
@@ -27,25 +28,54 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where SIGINT raises KeyboardInterrupt."""
 
 
-def _raise_terminated(signum: int, frame: FrameType | None) -> None:
-    raise Terminated()
-
-
 def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
 @contextlib.contextmanager
 def sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM raises Terminated inside the block; the previous handler comes back."""
+    """Inside the block the first SIGINT raises KeyboardInterrupt and the first SIGTERM
+    Terminated; once one has, later ones are only noted: the work is already being undone,
+    and a second Ctrl-C must not cut the cleanup short wherever it lands (even at the
+    start of a `finally`, before a deferral takes hold). The previous handlers come back."""
     if not _main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    stopping = False
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    previous = {each: signal.signal(each, interrupt) for each in SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for each, handler in previous.items():
+            signal.signal(each, handler)
+
+
+def finish(undo: Callable[[], None]) -> None:
+    """Run the cleanup `undo` to its end with signals deferred; if the first signal landed
+    just before the deferral took hold, run it once more outside (no later signal raises
+    inside `sigterm_interrupts`), then let the interrupt go on."""
+    done = False
+
+    def once() -> None:
+        nonlocal done
+        if not done:
+            undo()
+            done = True
+
+    try:
+        with signals_deferred():
+            once()
+    except KeyboardInterrupt:
+        once()
+        raise
 
 
 @contextlib.contextmanager
@@ -88,5 +118,4 @@ def holdings() -> Iterator[ExitStack]:
     try:
         yield stack
     finally:
-        with signals_deferred():
-            stack.close()
+        finish(stack.close)
