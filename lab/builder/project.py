@@ -8,7 +8,9 @@
 - `src/lab/`: the scenarios dom0 runs;
 - `images/master.qcow2`: the master guest image, the base guest tree with the project's
   guest boot script installed the way a user installs it into a master
-  (`guest_init/install.sh --root`).
+  (`guest_init/install.sh --root`);
+- `images/prepared.qcow2`: the base guest tree made a master by `metadata-server image
+  prepare` (its record beside it), for the `vm launch` scenario.
 It takes seconds to rebuild, so it is rebuilt on every change of the tree.
 """
 
@@ -98,6 +100,22 @@ def build_master(runner: Runner, tree: Path, base: Path, scratch: Path, out: Pat
     raw.unlink()
 
 
+def build_prepared_master(runner: Runner, tree: Path, base: Path, scratch: Path, out: Path) -> None:
+    """prepared.qcow2 (with its record next to it): the base guest tree made a master by
+    `metadata-server image prepare`, as an admin makes one, for `vm launch`."""
+    raw = scratch / "guest.raw"
+    ext4_image(runner, base / "guest-root", raw, "lab-prepared", MASTER_RAW_SIZE)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    runner.run(
+        "metadata-server image prepare (the launch master)",
+        [sys.executable, "-m", "metadata_server", "image", "prepare", str(raw), "--out", str(out)],
+        heavy=True,
+        cwd=tree,
+        env={"PYTHONPATH": str(tree)},
+    )
+    raw.unlink()
+
+
 def build_venv(
     runner: Runner, base: Path, scratch: Path, wheel: Path, wheelhouse: Path, staging: Path
 ) -> None:
@@ -140,6 +158,7 @@ def build_project(
     build_venv(runner, base, scratch, wheel, wheelhouse, staging)
     _copy_lab(tree, staging / "src/lab")
     build_master(runner, tree, base, scratch, staging / "images/master.qcow2")
+    build_prepared_master(runner, tree, base, scratch, staging / "images/prepared.qcow2")
     (staging / "key").write_text(key + "\n")
     ext4_image(runner, staging, scratch / "project.img", "lab-project", PROJECT_IMAGE_SIZE)
     for leftover in ("disk", "wheel", "guest-overlay", "dom0-overlay"):

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from lab.scenarios import iso, network, xenstore
+from lab.scenarios import iso, launch, network, xenstore
 from lab.scenarios.common import Dom0
 
 SCENARIOS: dict[str, Callable[[Dom0], bool]] = {
     "network": network.run_scenario,
+    "launch": launch.run_scenario,
     "xenstore": xenstore.run_scenario,
     "iso": iso.run_iso,
     "fallback": iso.run_fallback,

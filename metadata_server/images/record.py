@@ -25,6 +25,9 @@ SUFFIX = ".image.json"
 KIND = "metadata-server master image"
 RECORD_VERSION = 1
 CHUNK = 1 << 20
+# The modification time is compared to the second: a master copied with its times by
+# tar, rsync or `mke2fs -d` (the Xen lab's images) keeps no finer part of it.
+NS_PER_SECOND = 10**9
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,7 @@ def parse_record(obj: Any, where: Path) -> MasterRecord:
 
 def read_master(path: Path, *, verify: bool = False) -> MasterRecord:
     """The record of the prepared master `path`; NotAMaster when `path` is missing, has
-    no record, or differs from it (size and modification time; with `verify`, the
+    no record, or differs from it (size and modification time, to the second; with `verify`, the
     SHA-256 of its bytes, which alone decides then)."""
     master = Path(os.path.realpath(path))
     if not master.is_file():
@@ -138,7 +141,7 @@ def read_master(path: Path, *, verify: bool = False) -> MasterRecord:
                 f"{path} was changed since it was prepared: its SHA-256 is not the one "
                 f"in {where.name}"
             )
-    elif info.st_mtime_ns != record.mtime_ns:
+    elif info.st_mtime_ns // NS_PER_SECOND != record.mtime_ns // NS_PER_SECOND:
         raise NotAMaster(
             f"{path} may have changed since it was prepared: its modification time is "
             f"not the one in {where.name} (written, or copied without its times?); "

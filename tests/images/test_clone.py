@@ -75,6 +75,16 @@ def test_a_master_touched_since_is_refused_unless_its_digest_says_it_is_the_same
     assert main(["image", "clone", str(copy), "--out", str(clean / "d.qcow2"), "--verify"]) == 0
 
 
+def test_a_copy_that_kept_its_time_only_to_the_second_is_accepted(
+    prepared: Path, clean: Path
+) -> None:
+    """tar, rsync and `mke2fs -d` (the Xen lab's project image) keep whole seconds."""
+    copy = copy_of(prepared, clean)
+    whole = copy.stat().st_mtime_ns // 10**9 * 10**9
+    os.utime(copy, ns=(whole, whole))
+    assert main(["image", "clone", str(copy), "--out", str(clean / "d.qcow2")]) == 0
+
+
 def test_a_master_written_since_is_refused_by_verify(
     prepared: Path, clean: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
