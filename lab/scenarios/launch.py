@@ -44,8 +44,10 @@ DELTA_LIMIT = 64 << 20
 
 
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`metadata-server ARGS`; an admin command (vm ...) gets the lab server's config."""
+    config = ["--config", str(CONFIG)] if args[0] == "vm" else []
     return run(
-        [str(VENV / "bin/metadata-server"), "--config", str(CONFIG), *args],
+        [str(VENV / "bin/metadata-server"), *args[:2], *config, *args[2:]],
         timeout=timeout,
         check=False,
         env={"METADATA_SERVER_ADMIN_TOKEN": ADMIN_TOKEN},
