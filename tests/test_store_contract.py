@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 
 from metadata_server.errors import ConfigError, Conflict, ConflictRows, NotFound
-from metadata_server.model import VM, State, parse_vm
+from metadata_server.model import VM, Launch, State, parse_vm
 from metadata_server.store import Change, Store, health_of, open_store, pg_schema
 from metadata_server.store import sqlite as sqlite_store
 from metadata_server.store.migrations import Migration
@@ -103,6 +103,24 @@ async def test_create_get_list_round_trip(store: Store, events: list[Change]) ->
     assert await store.list(host="dom0-b") == []
     assert await store.list(state=State.CONFIGURED) == []
     assert [(e.event, e.mac) for e in events] == [("created", vm.mac)]
+
+
+async def test_a_launched_guests_record_reads_back_with_its_launch(store: Store) -> None:
+    """`vm launch`'s part of the record (image, image id, delta, xl config; then
+    `destroyed_at` when `vm destroy --keep-record` marks it), in every backend."""
+    launch = Launch(
+        image="/srv/xen/master.qcow2",
+        image_id="ami-0123456789abcdef0",
+        delta="/var/lib/metadata-server/launched/guest1/disk.qcow2",
+        xl_config="/var/lib/metadata-server/launched/guest1/guest1.cfg",
+    )
+    vm = replace(make_vm(1), launch=launch)
+    await store.create(vm)
+    assert await store.get(vm.mac) == vm
+    kept = replace(vm, launch=replace(launch, destroyed_at=2000.5), updated_at=2000.5)
+    await store.replace(kept)
+    assert await store.get(vm.mac) == kept
+    assert (await store.get(vm.mac)).launch.destroyed_at == 2000.5  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(
