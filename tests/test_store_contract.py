@@ -120,7 +120,6 @@ async def test_a_launched_guests_record_reads_back_with_its_launch(store: Store)
     kept = replace(vm, launch=replace(launch, destroyed_at=2000.5), updated_at=2000.5)
     await store.replace(kept)
     assert await store.get(vm.mac) == kept
-    assert (await store.get(vm.mac)).launch.destroyed_at == 2000.5  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(
