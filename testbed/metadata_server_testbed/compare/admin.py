@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 
 TIMEOUT = 30.0
+PROVISION_GRACE = 30.0  # seconds the provision call waits past the flow's own timeout
 
 
 class AdminError(Exception):
@@ -92,6 +93,6 @@ class AdminApi:
         if domid is not None:
             body["domid"] = domid
         answer: dict[str, Any] = await self.call(
-            "POST", f"/api/v1/vms/{mac}/iso-provision", body, timeout=timeout + 30
+            "POST", f"/api/v1/vms/{mac}/iso-provision", body, timeout=timeout + PROVISION_GRACE
         )
         return answer

@@ -39,7 +39,7 @@ from typing import Any
 import aiohttp
 
 from metadata_server.metrics import histogram_quantile
-from metadata_server_testbed.compare.admin import AdminError
+from metadata_server_testbed.compare.admin import PROVISION_GRACE, AdminError
 from metadata_server_testbed.compare.cpu_share import GuestCpu
 from metadata_server_testbed.compare.dom0 import Dom0, Dom0Paths, Dom0Snapshot
 from metadata_server_testbed.compare.guests import XENSTORED_SOCKET, BootOutcome, Fleet, GuestSlot
@@ -327,6 +327,10 @@ async def _run(
                 body = getattr(error, "body", None)
                 detail = body.get("detail") if isinstance(body, dict) else None
                 result.provision_error = str(detail or error)
+            except TimeoutError:
+                # this guest's failure, not the run's: the flow outlived the admin call
+                waited = flow_timeout + PROVISION_GRACE
+                result.provision_error = f"the admin API did not end the ISO flow in {waited:g} s"
             finally:
                 if flow is not None and not flow.done():
                     flow.cancel()
