@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from metadata_server_testbed.compare import faults as fault_runs
-from metadata_server_testbed.compare import procstats
+from metadata_server_testbed.compare import neighbour_table, procstats
 from metadata_server_testbed.compare.cpu_share import MODES as CPU_MODES
 from metadata_server_testbed.compare.image import build_image, image_tools, kernel_has
 from metadata_server_testbed.compare.leftovers import Scope, find_leftovers, sweep
@@ -209,6 +209,10 @@ def write_outputs(comparison: Comparison, out: Path) -> list[str]:
     return [*written, "raw.json", "runs.csv", "guests.csv", "report.md"]
 
 
+def _largest_run(options: Options) -> int:
+    return max([*options.sweep, options.fault_guests if options.faults else 0])
+
+
 def run_comparison(options: Options, *, stream: Any = None) -> tuple[Comparison, int]:
     """Run everything (see the module docstring); returns the comparison and the exit
     status: 0 done with nothing left behind, 1 errors or leftovers, 130 interrupted."""
@@ -234,7 +238,9 @@ def run_comparison(options: Options, *, stream: Any = None) -> tuple[Comparison,
     try:
         image = build_image(work / "image")
         harness = Harness(image, work, prefix, secrets.token_hex(24), logs=options.out / "logs")
-        asyncio.run(_comparison(options, comparison, harness, progress))
+        with neighbour_table.raised_for(_largest_run(options)) as (before, during):
+            comparison.host["neighbour_table"] = [before.describe(), during.describe()]
+            asyncio.run(_comparison(options, comparison, harness, progress))
     except (KeyboardInterrupt, asyncio.CancelledError):
         comparison.interrupted = True
     except Exception as error:

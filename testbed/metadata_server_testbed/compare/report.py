@@ -200,6 +200,13 @@ def real_and_standin(host: dict[str, object], guest_cpu: Sequence[str] = ()) -> 
             f"- Xen's scheduler (each guest on its own vCPUs, Dom0 with its share): {how} "
             "(`--guest-cpu`; on the same cores either way)."
         )
+    table = host.get("neighbour_table")
+    if isinstance(table, list) and len(table) == 2 and table[0] != table[1]:
+        lines.append(
+            "- Each guest's own kernel: the simulated guests and Dom0 share the host's ARP "
+            "table, so its limits (`net.ipv4.neigh.default.gc_thresh1/2/3`) were raised "
+            f"from {table[0]} to {table[1]} for the comparison and put back after it."
+        )
     if xen:
         lines.append("- Nothing on Dom0's Xen side: `--hypervisor xen` used the host's `xl`.")
     else:

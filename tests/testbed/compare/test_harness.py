@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from metadata_server_testbed import cli as compare
+from metadata_server_testbed.compare import neighbour_table
 from metadata_server_testbed.compare.harness import DOM0_TOOLS
 from metadata_server_testbed.compare.image import image_tools
 from metadata_server_testbed.compare.leftovers import Scope, find_leftovers
@@ -28,8 +29,16 @@ GUESTS = 3
 
 
 @pytest.fixture(scope="module")
+def limits_before() -> neighbour_table.Limits:
+    """The host's ARP table limits before the comparison (it raises them for its runs)."""
+    return neighbour_table.read()
+
+
+@pytest.fixture(scope="module")
 @root_fixture
-def result(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, Path, dict[str, Any]]:
+def result(
+    tmp_path_factory: pytest.TempPathFactory, limits_before: neighbour_table.Limits
+) -> tuple[int, Path, dict[str, Any]]:
     need_root()
     need_tools(*DOM0_TOOLS, *image_tools())
     out = tmp_path_factory.mktemp("compare") / "out"
@@ -116,12 +125,17 @@ def test_report_charts_and_raw_data_agree(result: tuple[int, Path, dict[str, Any
     assert "What was real and what stood in for Xen" in report
 
 
-def test_nothing_is_left_behind(result: tuple[int, Path, dict[str, Any]]) -> None:
+def test_nothing_is_left_behind(
+    result: tuple[int, Path, dict[str, Any]], limits_before: neighbour_table.Limits
+) -> None:
     data = result[2]
     work, prefix = Path(data["settings"]["work"]), data["settings"]["prefix"]
     assert data["leftovers"] == [] and all(run["leftovers"] == [] for run in data["runs"])
     assert find_leftovers(Scope(prefix, work)) == []  # looked for again, independently
     assert not work.exists()
+    # the ARP table's limits, raised for the runs, are the host's own again
+    assert neighbour_table.read() == limits_before
+    assert data["host"]["neighbour_table"][0] == limits_before.describe()
     assert [name for name in namespaces() if name.startswith(prefix)] == []
     loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True, timeout=10).stdout
     assert str(work) not in loops
