@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import string
 import subprocess
@@ -330,7 +331,7 @@ class Guest:
 
     @property
     def console_log(self) -> Path:
-        return CONSOLE_LOGS / f"guest-{self.name}.log"
+        return CONSOLE_LOGS / f"guest-{self.name}.log"  # as report_phases reads it
 
     def record(self) -> dict[str, object]:
         return {
@@ -401,6 +402,42 @@ class Guest:
 
     def console(self) -> str:
         return self.console_log.read_text(errors="replace") if self.console_log.exists() else ""
+
+
+_KERNEL_TIME_RE = re.compile(r"\[\s*(\d+\.\d+)\]")
+# (phase, the console line that ends it): the guest kernel's own clock stamps each
+PHASE_ENDS = (
+    ("kernel", "Run /init as init process"),
+    ("initramfs", "systemd["),  # the real root's systemd, after switch_root
+)
+
+
+def boot_phases(console: str, seconds: float) -> dict[str, float]:
+    """Where a guest's `seconds` from `xl create` to `configured` went, by its kernel's
+    own timestamps on its console: `kernel` to the initramfs's /init, `initramfs` to the
+    real root's systemd, and `userspace` the rest (with the domain's build in dom0)."""
+    phases: dict[str, float] = {}
+    last = 0.0
+    for phase, marker in PHASE_ENDS:
+        line = next((text for text in console.splitlines() if marker in text), None)
+        found = _KERNEL_TIME_RE.search(line) if line else None
+        if found is None:
+            return phases
+        at = float(found[1])
+        phases[phase] = max(0.0, at - last)
+        last = at
+    phases["userspace"] = max(0.0, seconds - last)
+    return phases
+
+
+def report_phases(scenario: str, name: str, seconds: float) -> None:
+    """The boot phases of guest `name` as figures, from its console log."""
+    log = CONSOLE_LOGS / f"guest-{name}.log"
+    phases = boot_phases(log.read_text(errors="replace") if log.exists() else "", seconds)
+    for phase, took in phases.items():
+        figure(f"{scenario}.phase.{phase}.{name}", took)
+    if not phases:
+        step(f"{name}: no kernel timestamps on its console for its boot phases")
 
 
 def shut_down(guests: list[Guest], timeout: float = 300) -> None:

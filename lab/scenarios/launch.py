@@ -28,6 +28,7 @@ from lab.scenarios.common import (
     Dom0,
     admin,
     figure,
+    report_phases,
     run,
     ssh_public_key,
     step,
@@ -100,6 +101,7 @@ def launch(checks: Checks, name: str, key: str) -> dict[str, Any] | None:
     )
     if configured:
         figure(f"launch.launch_to_configured.{name}", took)
+        report_phases("launch", name, took)
     return result
 
 

@@ -30,6 +30,7 @@ from lab.scenarios.common import (
     guest_disk,
     network_diagnostics,
     parse_time,
+    report_phases,
     run,
     shut_down,
     step,
@@ -122,10 +123,9 @@ def wait_configured(checks: Checks, guests: list[Guest]) -> dict[str, dict[str, 
             f"state_times {sorted(times)}",
         )
         if "configured" in times:
-            figure(
-                f"network.boot_to_configured.{guest.name}",
-                parse_time(times["configured"]) - guest.started,
-            )
+            took = parse_time(times["configured"]) - guest.started
+            figure(f"network.boot_to_configured.{guest.name}", took)
+            report_phases("network", guest.name, took)
     return final
 
 

@@ -9,9 +9,15 @@ from __future__ import annotations
 import pytest
 
 from lab.qemu import Boot
-from tests.lab.conftest import LAB_TIMEOUT, print_figures, scenario_checks
+from tests.lab.conftest import LAB_TIMEOUT, LabBoots, boot_of, print_figures, scenario_checks
 
 pytestmark = [pytest.mark.xen_lab, pytest.mark.timeout(LAB_TIMEOUT)]
+
+
+@pytest.fixture
+def lab_boot(lab_boots: LabBoots) -> Boot:
+    return boot_of(lab_boots, "network")
+
 
 GUESTS = ["lab-g1", "lab-g2", "lab-g3"]
 PER_GUEST = ["configured", "states", "console", "hostname", "root_hash", "ssh_key", "instance"]

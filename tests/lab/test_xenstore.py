@@ -8,10 +8,15 @@ import pytest
 
 from lab.qemu import Boot
 from lab.scenarios.xenstore import PERMISSIONS, SIGNAL_CHECKS
-from tests.lab.conftest import LAB_TIMEOUT, scenario_checks
+from tests.lab.conftest import LAB_TIMEOUT, LabBoots, boot_of, scenario_checks
 from tests.testbed import test_xenstored
 
 DOMAINS = {5: "A", 6: "B", 0: "0"}
+
+
+@pytest.fixture
+def lab_boot(lab_boots: LabBoots) -> Boot:
+    return boot_of(lab_boots, "xenstore")
 
 
 def standin_table() -> list[tuple[str, str, list[str], bool]]:
