@@ -2,7 +2,8 @@
 
 `project.img` (ext4, label lab-project, mounted at /opt/metadata-server in dom0) holds
 - `venv/`: a virtualenv made by dom0's own Python (in a chroot on an overlay of the base
-  dom0 tree, so the tree stays as it was) with the project and its dependencies
+  dom0 tree, so the tree stays as it was) with the project, its test bench (for
+  `metadata-server compare --hypervisor xen`) and their dependencies
   installed from wheels built on the host (QEMU has no network: everything is in the
   image before it boots);
 - `src/lab/`: the scenarios dom0 runs;
@@ -41,6 +42,11 @@ def build_wheels(runner: Runner, tree: Path, wheelhouse: Path, into: Path) -> Pa
     runner.run(
         "pip wheel (the project)",
         [*pip, "wheel", "-q", "--no-deps", "-w", str(into), str(tree)],
+        heavy=True,
+    )
+    runner.run(
+        "pip wheel (the test bench, for the comparison on real Xen)",
+        [*pip, "wheel", "-q", "--no-deps", "-w", str(into), str(tree / "testbed")],
         heavy=True,
     )
     wheels = sorted(into.glob("metadata_server-*.whl"))
@@ -124,6 +130,8 @@ def build_venv(
         wheels = merged / CHROOT_WHEELS.lstrip("/")
         shutil.copytree(wheelhouse, wheels)
         shutil.copy2(wheel, wheels / wheel.name)
+        (bench,) = wheel.parent.glob("metadata_server_testbed-*.whl")
+        shutil.copy2(bench, wheels / bench.name)
         venv = f"{PROJECT_MOUNT}/venv"
         with chroot_mounts(merged):
             chroot = ["chroot", str(merged)]
@@ -143,6 +151,7 @@ def build_venv(
                     "--find-links",
                     CHROOT_WHEELS,
                     f"{CHROOT_WHEELS}/{wheel.name}",
+                    f"{CHROOT_WHEELS}/{bench.name}",
                 ],
                 heavy=True,
             )

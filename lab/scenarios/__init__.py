@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from lab.scenarios import iso, launch, network, xenstore
+from lab.scenarios import compare, iso, launch, network, xenstore
 from lab.scenarios.common import Dom0
 
 SCENARIOS: dict[str, Callable[[Dom0], bool]] = {
@@ -14,4 +14,5 @@ SCENARIOS: dict[str, Callable[[Dom0], bool]] = {
     "xenstore": xenstore.run_scenario,
     "iso": iso.run_iso,
     "fallback": iso.run_fallback,
+    "compare": compare.run_scenario,
 }

@@ -144,7 +144,6 @@ def weigh_dom0() -> None:
 def setup_bridges() -> None:
     """xenbr0 with the guests' gateway address (the server adds 169.254.169.254 itself),
     and xenbr1 with nothing on it."""
-    run(["modprobe", "-a", "bridge", "xen-netback", "xen-blkback", "nbd"])
     for bridge in (BRIDGE, ISOLATED_BRIDGE):
         run(["ip", "link", "add", bridge, "type", "bridge"])
         run(["ip", "link", "set", bridge, "up"])
@@ -214,16 +213,24 @@ class Dom0:
 
     def __init__(self) -> None:
         self.guests: list[Guest] = []
+        self._toolstack = False
         self._ready = False
         self._server: Server | None = None
         self._server_options: dict[str, object] = {}
 
-    def ready(self) -> None:
-        if not self._ready:
+    def toolstack(self) -> None:
+        """The toolstack up, dom0 weighed and the backends loaded; no bridge yet."""
+        if not self._toolstack:
             step("waiting for the toolstack")
             wait_for_toolstack()
             figure("dom0.toolstack_ready_uptime", uptime())
             weigh_dom0()
+            run(["modprobe", "-a", "bridge", "xen-netback", "xen-blkback", "nbd"])
+            self._toolstack = True
+
+    def ready(self) -> None:
+        if not self._ready:
+            self.toolstack()
             setup_bridges()
             self._ready = True
 

@@ -96,8 +96,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--hypervisor",
         choices=("standin", "xen"),
         default="standin",
-        help="standin: the xenstored and xl stand-ins (default); xen: the host's own "
-        "(needs real domains: not yet with simulated guests)",
+        help="standin: simulated guests, the xenstored and xl stand-ins (default); xen: "
+        "real PV domUs from --xen-image, on the host's own xl and xenstored (in a Xen Dom0)",
+    )
+    p.add_argument(
+        "--xen-image", type=Path, metavar="QCOW2", help="with --hypervisor xen: the master disk"
+    )
+    p.add_argument("--xen-kernel", type=Path, metavar="FILE", help="the guests' PV kernel")
+    p.add_argument("--xen-ramdisk", type=Path, metavar="FILE", help="their initramfs")
+    p.add_argument("--xen-memory", type=_positive_int, default=256, metavar="MIB", help="per guest")
+    p.add_argument(
+        "--xen-iso-extra",
+        default="",
+        metavar="ARGS",
+        help="kernel command line words for the ISO method's guests, whose network never "
+        "comes up (e.g. systemd.mask=systemd-networkd-wait-online.service)",
     )
     p.add_argument(
         "--guest-cpu",
@@ -127,6 +140,21 @@ def options_from(args: argparse.Namespace) -> Any:
         guest_cpu=args.guest_cpu,
         guest_timeout=args.guest_timeout,
         flow_timeout=args.flow_timeout,
+        xen_image=xen_image_from(args),
+    )
+
+
+def xen_image_from(args: argparse.Namespace) -> Any:
+    if args.xen_image is None and args.xen_kernel is None:
+        return None
+    from metadata_server_testbed.compare.xen_guests import XenImage
+
+    return XenImage(
+        master=args.xen_image or Path("(no --xen-image)"),
+        kernel=args.xen_kernel or Path("(no --xen-kernel)"),
+        ramdisk=args.xen_ramdisk,
+        memory_mib=args.xen_memory,
+        iso_extra=args.xen_iso_extra,
     )
 
 

@@ -13,8 +13,9 @@ pytestmark = [pytest.mark.xen_lab, pytest.mark.timeout(LAB_TIMEOUT)]
 
 
 @pytest.fixture
-def lab_boot(lab_boots: LabBoots) -> Boot:
-    return boot_of(lab_boots, "iso")
+def lab_boot(lab_boots: LabBoots, scenario: str) -> Boot:
+    """The boot that ran the test's `scenario` (iso and fallback are in different groups)."""
+    return boot_of(lab_boots, scenario)
 
 
 LEFT = ["no_iso_file", "no_signal_key", "no_vbd", "no_loop_device"]
@@ -60,7 +61,7 @@ def test_scenario_ended_with_no_other_failure(lab_boot: Boot, scenario: str) -> 
     assert lab_boot.report.ended.get(scenario) is True
 
 
-def test_figures(lab_boot: Boot) -> None:
-    print_figures(lab_boot, "iso")
-    print_figures(lab_boot, "fallback")
-    assert "iso.boot_to_configured" in lab_boot.report.figures
+def test_figures(lab_boots: LabBoots) -> None:
+    print_figures(boot_of(lab_boots, "iso"), "iso")
+    print_figures(boot_of(lab_boots, "fallback"), "fallback")
+    assert "iso.boot_to_configured" in boot_of(lab_boots, "iso").report.figures

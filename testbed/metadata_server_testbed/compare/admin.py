@@ -83,6 +83,10 @@ class AdminApi:
         vms: list[dict[str, Any]] = answer["vms"]
         return vms
 
+    async def vm(self, mac: str) -> dict[str, Any]:
+        answer: dict[str, Any] = await self.call("GET", f"/api/v1/vms/{mac}")
+        return answer
+
     async def dhcp_status(self) -> dict[str, Any]:
         status: dict[str, Any] = await self.call("GET", "/api/v1/dhcp/status")
         return status

@@ -126,6 +126,10 @@ class Dom0:
     hypervisor: str = "standin"
     flow_timeout: float = 60.0
     connections: int = 0
+    # On Xen the guests' vifs join a bridge of the host's own network namespace (the
+    # toolstack's vif-bridge script runs there): Dom0 is that namespace, with bridges
+    # named after `netns` (the run's prefix), instead of a namespace of its own.
+    host_network: bool = False
     admin: AdminApi | None = None
     iso_admin: AdminApi | None = None
     _unshare: asyncio.subprocess.Process | None = None
@@ -138,8 +142,30 @@ class Dom0:
 
     # --- start -----------------------------------------------------------------------
 
+    @property
+    def bridge(self) -> str:
+        return f"{self.netns}br" if self.host_network else BRIDGE
+
+    @property
+    def isolated_bridge(self) -> str:
+        """On Xen: a bridge with nothing on it, for guests that must not reach Dom0."""
+        return f"{self.netns}bi"
+
     def make_network(self) -> None:
-        """Dom0's namespace with the bridge, holding the gateway address."""
+        """Dom0's namespace with the bridge, holding the gateway address (on Xen: the
+        bridges in the host's namespace)."""
+        if self.host_network:
+            ip_batch(
+                [
+                    f"link add {self.bridge} type bridge",
+                    f"addr add {GATEWAY}/{SUBNET.prefixlen} dev {self.bridge}",
+                    f"link set {self.bridge} up",
+                    f"link add {self.isolated_bridge} type bridge",
+                    f"link set {self.isolated_bridge} up",
+                ]
+            )
+            self._netns_made = True
+            return
         ip_batch([f"netns add {self.netns}"])
         self._netns_made = True
         ip_batch(
@@ -175,7 +201,7 @@ class Dom0:
             guest_api=self.guest_api,
             iso=iso,
         )
-        self.paths.config.write_text(server_config(layout, BRIDGE))
+        self.paths.config.write_text(server_config(layout, self.bridge))
         await self._start_server()
         # one pool for the short calls, one for the provisioning calls that last a flow
         self.admin = AdminApi(str(self.paths.admin_socket), self.token)
@@ -217,9 +243,10 @@ class Dom0:
         ]
 
     async def _start_server(self) -> None:
+        netns = [] if self.host_network else ["ip", "netns", "exec", self.netns]
         argv = [
             *DIE_WITH_PARENT,
-            "ip", "netns", "exec", self.netns,
+            *netns,
             "unshare", "--pid", "--fork", "--kill-child",
             *self._server_argv(),
         ]  # fmt: skip
@@ -306,7 +333,7 @@ class Dom0:
             dnsmasq=dnsmasq,
             xenstored=xenstored,
             last_pid=procstats.last_pid(self.server_pid),
-            counters=procstats.netns_counters(self.netns),
+            counters=procstats.netns_counters(None if self.host_network else self.netns),
         )
 
     def processes(self) -> list[int]:
@@ -338,8 +365,15 @@ class Dom0:
             self.exit_codes["xenstored"] = await _terminate(self._xenstored, self._xenstored.pid)
             self._xenstored = None
         if self._netns_made:
-            await asyncio.to_thread(run, ["ip", "netns", "delete", self.netns], check=False)
-            self._netns_made = False
+            await asyncio.to_thread(self._remove_network)
+
+    def _remove_network(self) -> None:
+        if self.host_network:
+            for bridge in (self.bridge, self.isolated_bridge):
+                run(["ip", "link", "delete", bridge], check=False)
+        else:
+            run(["ip", "netns", "delete", self.netns], check=False)
+        self._netns_made = False
 
     def kill_now(self) -> None:
         """SIGKILL everything still running and delete the namespace (no waiting)."""
@@ -348,8 +382,7 @@ class Dom0:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
         if self._netns_made:
-            run(["ip", "netns", "delete", self.netns], check=False)
-            self._netns_made = False
+            self._remove_network()
 
 
 async def _wait_for_line(

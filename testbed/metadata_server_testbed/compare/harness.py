@@ -27,6 +27,7 @@ import os
 import secrets
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +46,8 @@ from metadata_server_testbed.compare.progress import Progress
 from metadata_server_testbed.compare.report import render
 from metadata_server_testbed.compare.results import Comparison, guests_csv, runs_csv, to_json
 from metadata_server_testbed.compare.runner import SCENARIOS, Harness, RunOptions, execute
+from metadata_server_testbed.compare.xen_guests import XenImage, destroy_all
+from metadata_server_testbed.compare.xen_runner import execute_xen
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,7 @@ DOM0_TOOLS = (
     "xenstore-read", "xenstore-write", "xenstore-rm", "xenstore-chmod", "xenstore-ls",
     "xenstore-exists", "xenstore-watch",
 )  # fmt: skip
+XEN_DOM0_TOOLS = ("ip", "unshare", "setpriv", "dnsmasq", "qemu-img", "xl", "xenstore-read")
 HYPERVISORS = ("standin", "xen")
 OWNER = "harness.json"  # in the work directory: which process and prefix it belongs to
 WORK_PREFIX = "msc-"
@@ -72,6 +76,7 @@ class Options:
     flow_timeout: float = 60.0
     signal_timeout: float = 3.0  # the ISO flow's timeout in the never-signals fault
     work_parent: Path = Path("/tmp")  # noqa: S108 (its own unique subdirectory)
+    xen_image: XenImage | None = None  # --hypervisor xen: what the domUs boot
 
     def run_options(self) -> RunOptions:
         return RunOptions(
@@ -89,14 +94,13 @@ def missing_requirements(options: Options) -> list[str]:
     if os.geteuid() != 0:
         problems.append("it needs root (namespaces, loop devices, mounts)")
     path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-    for tool in (*DOM0_TOOLS, *image_tools()):
+    xen = options.hypervisor == "xen"
+    tools = XEN_DOM0_TOOLS if xen else (*DOM0_TOOLS, *image_tools())
+    for tool in tools:
         if shutil.which(tool, path=path) is None:
             problems.append(f"{tool} is not installed")
-    if options.hypervisor == "xen":
-        problems.append(
-            "--hypervisor xen needs a Xen Dom0 whose guests are real domains; the "
-            "simulated guests cannot take a real `xl block-attach` (not supported yet)"
-        )
+    if xen:
+        problems += _xen_problems(options)
     elif options.hypervisor not in HYPERVISORS:
         problems.append(f"--hypervisor must be one of {', '.join(HYPERVISORS)}")
     if options.guest_cpu not in CPU_MODES:
@@ -104,6 +108,27 @@ def missing_requirements(options: Options) -> list[str]:
     for method in options.methods:
         if method not in SCENARIOS:
             problems.append(f"unknown method {method!r}")
+    return problems
+
+
+def _xen_problems(options: Options) -> list[str]:
+    problems = []
+    if options.xen_image is None:
+        problems.append(
+            "--hypervisor xen needs --xen-image and --xen-kernel (the domUs' disk and kernel)"
+        )
+    else:
+        problems += options.xen_image.problems()
+    if options.faults:
+        problems.append("--faults runs on the stand-ins only (not with --hypervisor xen)")
+    if shutil.which("xl") is not None:
+        info = subprocess.run(
+            ["xl", "info"], capture_output=True, text=True, timeout=60, check=False
+        )
+        if info.returncode != 0:
+            problems.append(
+                f"`xl info` failed: this is not a running Xen Dom0 ({info.stderr.strip()[-200:]})"
+            )
     return problems
 
 
@@ -146,7 +171,14 @@ async def _comparison(
     run_options = options.run_options()
     for n in options.sweep:
         for method in options.methods:
-            record = await execute(harness, SCENARIOS[method], n, run_options, progress=progress)
+            if options.xen_image is not None and options.hypervisor == "xen":
+                record = await execute_xen(
+                    harness, options.xen_image, SCENARIOS[method], n, run_options, progress=progress
+                )
+            else:
+                record = await execute(
+                    harness, SCENARIOS[method], n, run_options, progress=progress
+                )
             comparison.runs.append(record)
     if options.faults:
         for fault in fault_runs.FAULTS:
@@ -200,7 +232,7 @@ def write_outputs(comparison: Comparison, out: Path) -> list[str]:
 
         charts = draw_all(comparison, comparison.settings.get("methods", []), out)
     except ImportError as error:
-        comparison.errors.append(f"no charts: {error} (install the `compare` extra)")
+        comparison.notes.append(f"no charts: {error} (install the `charts` extra)")
     written += charts
     (out / "raw.json").write_text(json.dumps(to_json(comparison), indent=1) + "\n")
     (out / "runs.csv").write_text(runs_csv(comparison))
@@ -236,7 +268,7 @@ def run_comparison(options: Options, *, stream: Any = None) -> tuple[Comparison,
         return Progress(label, total, stream)
 
     try:
-        image = build_image(work / "image")
+        image = None if options.hypervisor == "xen" else build_image(work / "image")
         harness = Harness(image, work, prefix, secrets.token_hex(24), logs=options.out / "logs")
         with neighbour_table.raised_for(_largest_run(options)) as (before, during):
             comparison.host["neighbour_table"] = [before.describe(), during.describe()]
@@ -252,6 +284,8 @@ def run_comparison(options: Options, *, stream: Any = None) -> tuple[Comparison,
                 for dom0, fleet in list(harness.active):
                     fleet.destroy()
                     dom0.kill_now()
+            if options.hypervisor == "xen":
+                destroy_all(prefix)  # a run cut short leaves its domains
             sweep(scope)
             comparison.leftovers = find_leftovers(scope)
     comparison.finished = time.time()

@@ -21,6 +21,7 @@ import os
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 TIMEOUT = 10
@@ -177,8 +178,10 @@ def parse_snmp(text: str) -> dict[str, int]:
     return counters
 
 
-def netns_counters(netns: str) -> dict[str, int]:
-    """The SNMP counters of network namespace `netns`."""
+def netns_counters(netns: str | None) -> dict[str, int]:
+    """The SNMP counters of network namespace `netns` (None: this process's own)."""
+    if netns is None:
+        return parse_snmp(Path("/proc/net/snmp").read_text())
     result = subprocess.run(
         ["ip", "netns", "exec", netns, "cat", "/proc/net/snmp"],
         capture_output=True,

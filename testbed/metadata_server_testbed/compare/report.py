@@ -175,8 +175,29 @@ def fault_lines(faults: Sequence[FaultRecord]) -> list[str]:
     return [*lines, ""]
 
 
+XEN_REAL = [
+    "## What was real and what stood in for Xen",
+    "",
+    "Real, all of it (`--hypervisor xen`, run in a Xen Dom0): the guests are PV domUs, "
+    "each booted by `xl create` from a qcow2 delta of one master image with the guest "
+    "boot script installed in it, its vif on a bridge of Dom0 with the MAC it is "
+    "registered by; the server (`metadata-server serve` in Dom0, in a PID namespace of "
+    "its own), its SQLite registry and the dnsmasq it runs; for the ISO method a bridge "
+    "the guest cannot reach the server on, the server's ISO flow through the real `xl "
+    "block-attach`, the guest kernel's iso9660, the guest's signal through the real "
+    "xenstored, `xl block-detach`. Boot start is the moment before `xl create`; the "
+    "guest's own CPU is its domain's CPU time from `xl list`. Xen schedules the guests "
+    "on their own vCPUs.",
+    "",
+    "Stood in: nothing.",
+    "",
+]
+
+
 def real_and_standin(host: dict[str, object], guest_cpu: Sequence[str] = ()) -> list[str]:
     xen = host.get("hypervisor") == "xen"
+    if xen:
+        return list(XEN_REAL)
     lines = [
         "## What was real and what stood in for Xen",
         "",
@@ -207,18 +228,15 @@ def real_and_standin(host: dict[str, object], guest_cpu: Sequence[str] = ()) -> 
             "table, so its limits (`net.ipv4.neigh.default.gc_thresh1/2/3`) were raised "
             f"from {table[0]} to {table[1]} for the comparison and put back after it."
         )
-    if xen:
-        lines.append("- Nothing on Dom0's Xen side: `--hypervisor xen` used the host's `xl`.")
-    else:
-        lines += [
-            "- xenstored: `metadata_server_testbed.xen.xenstored`, a wire-protocol stand-in "
-            "with one socket per domain (the guest's `/run/xen/xenstored.sock`); the "
-            "harness does what `xl create`/`xl destroy` do to the store.",
-            "- `xl block-attach`/`block-detach`: the xl stand-in (a read-only loop device "
-            "for the ISO), and for the guest's side of the hot-plug (xen-blkfront + udev) "
-            "the harness's hotplug stand-in: Dom0 publishes the loop device's numbers, "
-            "the guest's init makes `/dev/xvdd` from them.",
-        ]
+    lines += [
+        "- xenstored: `metadata_server_testbed.xen.xenstored`, a wire-protocol stand-in "
+        "with one socket per domain (the guest's `/run/xen/xenstored.sock`); the "
+        "harness does what `xl create`/`xl destroy` do to the store.",
+        "- `xl block-attach`/`block-detach`: the xl stand-in (a read-only loop device "
+        "for the ISO), and for the guest's side of the hot-plug (xen-blkfront + udev) "
+        "the harness's hotplug stand-in: Dom0 publishes the loop device's numbers, "
+        "the guest's init makes `/dev/xvdd` from them.",
+    ]
     if not host.get("iso9660_in_kernel", True):
         lines.append(
             "- The kernel's iso9660 driver (this kernel has none): `mount.iso9660`, "
@@ -319,6 +337,8 @@ def render(comparison: Comparison, charts: Sequence[str] = ()) -> str:
     ]
     if errors:
         lines += ["## Errors", "", *[f"- {error}" for error in errors], ""]
+    if comparison.notes:
+        lines += ["## Notes", "", *[f"- {note}" for note in comparison.notes], ""]
     lines += real_and_standin(host, [run.guest_cpu for run in comparison.runs if run.guest_cpu])
     lines += MEASURED
     if charts:

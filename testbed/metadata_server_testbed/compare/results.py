@@ -100,6 +100,7 @@ class Comparison:
     leftovers: list[str] = field(default_factory=list)  # the final check, after cleanup
     interrupted: bool = False
     errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the report lacks, not a failure
 
 
 def to_json(comparison: Comparison) -> dict[str, Any]:

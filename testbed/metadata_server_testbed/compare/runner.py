@@ -94,7 +94,7 @@ class Harness:
     the admin token, and the runs still being set up or torn down (for the last-resort
     cleanup)."""
 
-    image: Rootfs
+    image: Rootfs | None  # the simulated guests' root (None on Xen: real domUs)
     work: Path
     prefix: str
     token: str
@@ -210,6 +210,22 @@ def _problem(result: _GuestResult, vm: dict[str, Any] | None) -> str:
     return "; ".join(parts)
 
 
+def unmeasured_run(method: str, guests: int, concurrency: int, guest_cpu: str) -> RunRecord:
+    """A run about to start: every guest counts as failed until the server says otherwise."""
+    return RunRecord(
+        method=method,
+        guests=guests,
+        concurrency=concurrency,
+        started=time.time(),
+        boot_wall_s=0.0,
+        quiet_wall_s=0.0,
+        configured=0,
+        failed=guests,
+        dom0=Dom0Cost(),
+        guest_cpu=guest_cpu,
+    )
+
+
 async def execute(
     harness: Harness,
     scenario: Scenario,
@@ -235,19 +251,10 @@ async def execute(
         connections=options.concurrency + 8,
     )
     cpu = GuestCpu.make(options.guest_cpu)
+    assert harness.image is not None, "the simulated guests need their image"
     fleet = Fleet(harness.image, run_dir / "guests", dom0.netns, prefix, plans, cpu)
-    record = RunRecord(
-        method=scenario.method if scenario.name in SCENARIOS else scenario.name,
-        guests=guests,
-        concurrency=options.concurrency,
-        started=time.time(),
-        boot_wall_s=0.0,
-        quiet_wall_s=0.0,
-        configured=0,
-        failed=guests,
-        dom0=Dom0Cost(),
-        guest_cpu=cpu.how,
-    )
+    method = scenario.method if scenario.name in SCENARIOS else scenario.name
+    record = unmeasured_run(method, guests, options.concurrency, cpu.how)
     harness.active.append((dom0, fleet))
     bar = progress(f"[{scenario.name} N={guests}]", guests) if progress else None
     try:
@@ -432,12 +439,17 @@ async def _teardown(
     except Exception:
         log.exception("stopping Dom0 failed")
         dom0.kill_now()
-    if harness.logs is not None:
-        harness.logs.mkdir(parents=True, exist_ok=True)
-        for name in ("server.log", "xenstored.log"):
-            source = dom0.paths.root / name
-            if source.exists():
-                target = harness.logs / f"{run_dir.name}-{name}"
-                with contextlib.suppress(OSError):
-                    shutil.copyfile(source, target)
+    keep_logs(harness, dom0, run_dir)
     await asyncio.to_thread(shutil.rmtree, run_dir, True)
+
+
+def keep_logs(harness: Harness, dom0: Dom0, run_dir: Path) -> None:
+    """Dom0's logs of the run into the harness's log directory (the run's goes away)."""
+    if harness.logs is None:
+        return
+    harness.logs.mkdir(parents=True, exist_ok=True)
+    for name in ("server.log", "xenstored.log"):
+        source = dom0.paths.root / name
+        if source.exists():
+            with contextlib.suppress(OSError):
+                shutil.copyfile(source, harness.logs / f"{run_dir.name}-{name}")

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from metadata_server_testbed.cli import build_parser, options_from
 from metadata_server_testbed.compare.harness import missing_requirements
+from metadata_server_testbed.compare.report import real_and_standin
 
 
 @pytest.mark.parametrize(
@@ -63,6 +64,23 @@ def test_refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert "error:" in capsys.readouterr().err
 
 
-def test_xen_is_refused_with_the_reason() -> None:
+def test_xen_without_its_image_is_refused_with_the_reason() -> None:
     options = options_from(build_parser().parse_args(["--out", "d", "--hypervisor", "xen"]))
-    assert any("real domains" in problem for problem in missing_requirements(options))
+    assert any("--xen-image and --xen-kernel" in p for p in missing_requirements(options))
+
+
+def test_xen_with_missing_files_and_faults_is_refused_naming_each(tmp_path: Path) -> None:
+    kernel = tmp_path / "vmlinux"
+    kernel.write_bytes(b"\x7fELF")
+    argv = ["--out", "d", "--hypervisor", "xen", "--faults", "--xen-image",
+            str(tmp_path / "nope.qcow2"), "--xen-kernel", str(kernel)]  # fmt: skip
+    problems = missing_requirements(options_from(build_parser().parse_args(argv)))
+    assert any(f"--xen-image {tmp_path / 'nope.qcow2'} does not exist" in p for p in problems)
+    assert not any("--xen-kernel" in p for p in problems)
+    assert any("--faults runs on the stand-ins only" in p for p in problems)
+
+
+def test_the_report_of_a_xen_run_says_nothing_stood_in() -> None:
+    text = "\n".join(real_and_standin({"hypervisor": "xen"}))
+    assert "Stood in: nothing." in text and "PV domUs" in text
+    assert "stand-in" not in text.split("Stood in:")[1]

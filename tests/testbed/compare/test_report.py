@@ -70,10 +70,11 @@ def test_report_has_a_table_per_method_the_verdicts_and_the_goal() -> None:
     [
         ({"interrupted": True}, "**Interrupted**"),
         ({"leftovers": ["network namespace mscX-d0"]}, "- network namespace mscX-d0"),
-        ({"errors": ["no charts: no module"]}, "## Errors"),
+        ({"errors": ["dnsmasq did not start"]}, "## Errors"),
+        ({"notes": ["no charts: no module named matplotlib"]}, "## Notes\n\n- no charts"),
         ({"runs": []}, "No N has results for two methods"),
     ],
-    ids=["interrupted", "leftovers", "errors", "no-runs"],
+    ids=["interrupted", "leftovers", "errors", "notes", "no-runs"],
 )
 def test_report_says_what_went_wrong(overrides: dict[str, object], expected: str) -> None:
     assert expected in render(comparison(**overrides))
