@@ -31,6 +31,7 @@ from lab.scenarios.common import (
     wait_for,
 )
 
+QUOTA = 2048  # the longest value oxenstored (Debian's) takes from any domain, dom0 too
 # (who, argv with {A} {B} for the two domids, allowed): the stand-in test's table, with
 # its domain 5 as A, 6 as B, and its Dom0 as "0" (run by dom0 here, not by a guest).
 PERMISSIONS: list[tuple[str, str, list[str], bool]] = [
@@ -49,6 +50,13 @@ PERMISSIONS: list[tuple[str, str, list[str], bool]] = [
     ("give-away", "B", ["xenstore-chmod", "data/secret", "n{A}"], False),
     ("owner-chmod", "B", ["xenstore-chmod", "data/secret", "n{B}", "r{A}"], True),
     ("dom0-reads-all", "0", ["xenstore-read", "/local/domain/{B}/data/secret"], True),
+    ("value-at-quota", "0", ["xenstore-write", "/local/domain/{B}/data/q", "x" * QUOTA], True),
+    (
+        "value-over-quota",
+        "0",
+        ["xenstore-write", "/local/domain/{B}/data/q", "y" * (QUOTA + 1)],
+        False,
+    ),
 ]
 # The signal key as XenHost.prepare_signal leaves it for guest A (the stand-in's
 # test_prepared_key_lets_only_that_guest_write).

@@ -117,6 +117,8 @@ def granted(xenstored: ServerThread) -> ServerThread:
         (6, ["xenstore-chmod", "data/secret", "n5"], False),
         (6, ["xenstore-chmod", "data/secret", "n6", "r5"], True),
         (0, ["xenstore-read", "/local/domain/6/data/secret"], True),
+        (0, ["xenstore-write", "/local/domain/6/data/q", "x" * 2048], True),
+        (0, ["xenstore-write", "/local/domain/6/data/q", "y" * 2049], False),
     ],
     ids=[
         "own-data",
@@ -134,6 +136,8 @@ def granted(xenstored: ServerThread) -> ServerThread:
         "give-away",
         "owner-chmod",
         "dom0-reads-all",
+        "value-at-quota",
+        "value-over-quota",
     ],
 )
 def test_permissions(granted: ServerThread, domid: int, argv: list[str], allowed: bool) -> None:

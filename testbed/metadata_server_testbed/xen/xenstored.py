@@ -50,6 +50,7 @@ from pathlib import Path
 from metadata_server.digits import integer
 from metadata_server_testbed.xen.xs_tree import (
     MAX_TRANSACTIONS,
+    MAX_VALUE_SIZE,
     MAX_WATCHES,
     Caller,
     Change,
@@ -528,6 +529,8 @@ class XenstoredServer:
             raise XsError("EINVAL")
         raw_path, value = payload.split(b"\0", 1)
         path = self._path(conn, raw_path)
+        if len(value) > MAX_VALUE_SIZE:
+            raise XsError("E2BIG")
         self._fire(self.store.write(self._caller(conn), path, value, tx))
         return OK
 
